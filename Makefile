@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine:
+#   make run    install into .venv and run the daemon on the embedded defaults (inbox under ./var)
+#   make test   install with the test extras and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install install-test run test test-all clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned, so nothing later pulls another build.
+$(VENV)/.torch: | $(PY)
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e . $(TORCH)
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e '.[test]' $(TORCH)
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	mkdir -p var/inbox var/outbox
+	@echo "inbox: $(CURDIR)/var/inbox   outbox: $(CURDIR)/var/outbox"
+	$(VENV)/bin/glimpsed run $(ARGS)
+
+test: install-test
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: install-test
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,112 @@
+"""The exception tree of `ai_modules`.
+
+Importing this module is cheap (no torch, no numpy): the daemon validates its
+configuration with `ai_modules.settings` in a light process.
+
+Tree::
+
+    AIModuleError
+    ├── InputError            bad input; retrying the same file never helps
+    │   └── NoObjectFound     segmentation found no object in the photo
+    ├── SettingsError         a pipeline setting is invalid (names the dotted key)
+    ├── PipelineStopped       `should_stop()` returned True at a stage boundary
+    ├── ModelNotAvailable     a learned backend's weights are not on disk
+    ├── FormatError           a file (e.g. a .ply) does not have the expected layout
+    └── StageFailed           an unexpected error inside a stage (cause chained)
+"""
+
+from __future__ import annotations
+
+
+class AIModuleError(Exception):
+    """Base class of every error `ai_modules` raises on purpose."""
+
+
+class InputError(AIModuleError):
+    """The input cannot be processed; retrying the same file will fail the same way."""
+
+
+class NoObjectFound(InputError):
+    """Segmentation found no usable object in the photo.
+
+    Args:
+        reason: what was measured, e.g. "the foreground covers 0.1% of the frame".
+        hint: what the user can do about it.
+    """
+
+    def __init__(self, reason: str, hint: str) -> None:
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"no object found: {reason}. {hint}")
+
+
+class SettingsError(AIModuleError):
+    """A pipeline setting is invalid.
+
+    The message reads "`<key>` must be <expectation>, got <value>".
+
+    Args:
+        key: dotted key, e.g. ``pipeline.segment.size``.
+        expectation: what a valid value looks like, e.g. "an integer >= 64".
+        value: the value received (shown with ``repr``) ...
+        got: ... or, when given, this text instead of ``repr(value)``.
+    """
+
+    def __init__(self, key: str, expectation: str, value: object = None, got: str | None = None) -> None:
+        self.key = key
+        self.expectation = expectation
+        self.value = value
+        shown = got if got is not None else f"{value!r} ({type(value).__name__})"
+        super().__init__(f"`{key}` must be {expectation}, got {shown}")
+
+
+class PipelineStopped(AIModuleError):
+    """`should_stop()` returned True; completed stages stay on disk for a later resume.
+
+    Args:
+        next_stage: the stage that would have run next (where a later run resumes).
+    """
+
+    def __init__(self, next_stage: str) -> None:
+        self.next_stage = next_stage
+        super().__init__(f"pipeline stopped before stage `{next_stage}`; a later run resumes there")
+
+
+class ModelNotAvailable(AIModuleError):
+    """A learned backend needs a model file that is not on disk.
+
+    Args:
+        stage: the stage, e.g. "segment".
+        backend: the backend, e.g. "rembg".
+        path: where the file is expected.
+        source: where to fetch it from (a URL or a hub id).
+    """
+
+    def __init__(self, stage: str, backend: str, path: str, source: str) -> None:
+        self.stage = stage
+        self.backend = backend
+        self.path = path
+        self.source = source
+        super().__init__(
+            f"stage `{stage}` backend `{backend}` needs {path}, which is missing; "
+            f"fetch it from {source} and put it there (or pick the embedded backend)"
+        )
+
+
+class FormatError(AIModuleError):
+    """A file does not have the layout its reader expects (truncated, wrong header...)."""
+
+
+class StageFailed(AIModuleError):
+    """An unexpected error inside a stage. The original exception is ``__cause__``.
+
+    Errors that are already `AIModuleError` (e.g. `InputError`) are not wrapped.
+
+    Args:
+        stage: the stage that failed.
+        cause: the original exception.
+    """
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        self.stage = stage
+        super().__init__(f"stage `{stage}` failed: {type(cause).__name__}: {cause}")

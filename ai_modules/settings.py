@@ -1,0 +1,291 @@
+"""Pipeline settings: frozen dataclasses, one per stage, defaults in one place.
+
+Importing this module is cheap (standard library only, no torch): the daemon
+validates its `pipeline:` configuration section with `parse_settings` in a
+light process, and shows the defaults with `default_settings`.
+
+Each field carries its rule (kind, range or choices) and a one-line doc in its
+dataclass metadata; `parse_settings` applies the rules and `settings_reference`
+lists the docs (for the documented YAML). Values may be strings, as they come
+from environment variables: "2" for 2, "true"/"false" for booleans, "ply,splat"
+for a tuple.
+
+Example:
+    >>> s = parse_settings({"device": "cpu", "segment": {"size": "256"}})
+    >>> s.segment.size
+    256
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+#: The embedded backend of each stage (needs no weights). "auto" picks it while no learned one exists.
+EMBEDDED_BACKENDS: dict[str, str] = {
+    "segment": "alpha_grabcut",
+    "depth": "inflation",
+    "lift": "relief",
+    "export": "inria",
+}
+EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "preview")
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _rule(kind: str, doc: str, *, lo: float | None = None, hi: float | None = None,
+          choices: tuple[str, ...] = (), item: str = "") -> dict[str, Any]:
+    return {"kind": kind, "doc": doc, "lo": lo, "hi": hi, "choices": choices, "item": item}
+
+
+def _backend(stage: str) -> Any:
+    doc = f"`auto` or a named backend; embedded: `{EMBEDDED_BACKENDS[stage]}`"
+    return field(default="auto", metadata=_rule("choice", doc, choices=("auto", EMBEDDED_BACKENDS[stage])))
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Settings of the `segment` stage (photo -> centred RGBA cutout)."""
+
+    backend: str = _backend("segment")
+    size: int = field(default=256, metadata=_rule("int", "side of the square cutout, pixels", lo=64, hi=2048))
+    object_size: int = field(default=200, metadata=_rule(
+        "int", "long side of the object inside the cutout, pixels (<= size)", lo=16, hi=2048))
+    work_size: int = field(default=384, metadata=_rule(
+        "int", "long side at which the colour model and GrabCut run, pixels", lo=64, hi=4096))
+    border_fraction: float = field(default=0.03, metadata=_rule(
+        "float", "width of the border band that samples the background, fraction of the long side", lo=0.005, hi=0.2))
+    color_threshold: float = field(default=12.0, metadata=_rule(
+        "float", "minimum CIELAB distance from the background colours that counts as object", lo=1.0, hi=100.0))
+    grabcut_iterations: int = field(default=4, metadata=_rule(
+        "int", "GrabCut refinement iterations (0 = colour model only)", lo=0, hi=20))
+    min_area_fraction: float = field(default=0.005, metadata=_rule(
+        "float", "smallest object area accepted, fraction of the frame", lo=0.0, hi=0.5))
+    max_area_fraction: float = field(default=0.98, metadata=_rule(
+        "float", "largest object area accepted, fraction of the frame", lo=0.5, hi=1.0))
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """Settings of the `depth` stage (cutout -> depth + confidence)."""
+
+    backend: str = _backend("depth")
+    thickness: float = field(default=0.5, metadata=_rule(
+        "float", "front-to-back thickness / silhouette width; 1.0 turns a disc into a sphere", lo=0.01, hi=2.0))
+    confidence_ramp: float = field(default=0.1, metadata=_rule(
+        "float", "distance from the rim at which confidence reaches 1, fraction of the object's long side",
+        lo=0.001, hi=1.0))
+
+
+@dataclass(frozen=True)
+class LiftSettings:
+    """Settings of the `lift` stage (cutout + depth -> Gaussians)."""
+
+    backend: str = _backend("lift")
+    extent: float = field(default=0.8, metadata=_rule(
+        "float", "world length of the silhouette's long side (the world box is 1.0)", lo=0.05, hi=1.0))
+    back_shade: float = field(default=0.9, metadata=_rule(
+        "float", "brightness factor of the invented back side (1.0 = same colour as the front)", lo=0.0, hi=1.0))
+    side_walls: bool = field(default=True, metadata=_rule(
+        "bool", "add Gaussians along the silhouette rim that close the gap between front and back"))
+    opacity: float = field(default=0.95, metadata=_rule("float", "opacity of every Gaussian", lo=0.01, hi=0.999))
+    footprint: float = field(default=0.6, metadata=_rule(
+        "float", "Gaussian standard deviation across the surface, in pixel footprints", lo=0.1, hi=3.0))
+    flatness: float = field(default=0.1, metadata=_rule(
+        "float", "Gaussian standard deviation along the surface normal / across it", lo=0.01, hi=1.0))
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Settings of the `export` stage (Gaussians -> files)."""
+
+    backend: str = _backend("export")
+    formats: tuple[str, ...] = field(default=EXPORT_FORMATS, metadata=_rule(
+        "tuple", "files to write: any of ply, splat, preview", choices=EXPORT_FORMATS, item="str"))
+    ply_sh_degree: int = field(default=3, metadata=_rule(
+        "int", "SH degree of the .ply (higher coefficients are padded with zeros)", lo=0, hi=3))
+    on_nonfinite: str = field(default="drop", metadata=_rule(
+        "choice", "Gaussians with NaN/inf values: `drop` them (with a warning) or `error`", choices=("drop", "error")))
+    preview_size: int = field(default=256, metadata=_rule("int", "side of one preview tile, pixels", lo=32, hi=2048))
+    preview_azimuths: tuple[float, ...] = field(default=(0.0, 90.0, 180.0, 270.0), metadata=_rule(
+        "tuple", "azimuths of the preview views, degrees (1 to 8 views)", lo=1, hi=8, item="float"))
+    preview_elevation: float = field(default=30.0, metadata=_rule(
+        "float", "elevation of the preview views, degrees", lo=-89.0, hi=89.0))
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """All pipeline settings (the daemon's `pipeline:` section)."""
+
+    device: str = field(default="auto", metadata=_rule("device", "`auto`, `cpu`, `cuda` or `cuda:N`"))
+    segment: SegmentSettings = field(default_factory=SegmentSettings)
+    depth: DepthSettings = field(default_factory=DepthSettings)
+    lift: LiftSettings = field(default_factory=LiftSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain nested dict (tuples as lists), JSON/YAML ready."""
+        return _plain(dataclasses.asdict(self))
+
+
+_SECTIONS: dict[str, type] = {
+    "segment": SegmentSettings, "depth": DepthSettings, "lift": LiftSettings, "export": ExportSettings,
+}
+
+
+def default_settings() -> dict[str, Any]:
+    """Return the defaults as a plain nested dict (for `config show` and the documented YAML)."""
+    return PipelineSettings().to_dict()
+
+
+def settings_reference() -> list[dict[str, Any]]:
+    """List every setting as ``{"key": "pipeline.segment.size", "default": 256, "doc": "..."}``."""
+    rows = [{"key": "pipeline.device", "default": "auto", "doc": _meta(PipelineSettings, "device")["doc"]}]
+    defaults = default_settings()
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append({"key": f"pipeline.{section}.{f.name}", "default": defaults[section][f.name],
+                         "doc": f.metadata["doc"]})
+    return rows
+
+
+def parse_settings(mapping: Mapping[str, Any] | PipelineSettings | None) -> PipelineSettings:
+    """Validate a (possibly partial) nested mapping and merge it over the defaults.
+
+    Args:
+        mapping: the `pipeline:` section, e.g. ``{"device": "cpu", "segment": {"size": 256}}``.
+            A `PipelineSettings` is returned as is; None means all defaults.
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        SettingsError: unknown key, wrong type or out-of-range value; names the dotted key.
+    """
+    if isinstance(mapping, PipelineSettings):
+        return mapping
+    if mapping is None:
+        return PipelineSettings()
+    _check_mapping("pipeline", mapping)
+    _check_keys("pipeline", mapping, ("device", *_SECTIONS))
+    kwargs: dict[str, Any] = {}
+    if "device" in mapping:
+        kwargs["device"] = _coerce("pipeline.device", mapping["device"], _meta(PipelineSettings, "device"))
+    for section, cls in _SECTIONS.items():
+        if section in mapping:
+            kwargs[section] = _parse_section(f"pipeline.{section}", mapping[section], cls)
+    settings = PipelineSettings(**kwargs)
+    if settings.segment.object_size > settings.segment.size:
+        raise SettingsError("pipeline.segment.object_size",
+                            f"<= `pipeline.segment.size` ({settings.segment.size})", settings.segment.object_size)
+    return settings
+
+
+def _parse_section(prefix: str, value: Any, cls: type) -> Any:
+    if value is None:
+        return cls()
+    _check_mapping(prefix, value)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(prefix, value, tuple(fields))
+    return cls(**{k: _coerce(f"{prefix}.{k}", v, fields[k].metadata) for k, v in value.items()})
+
+
+def _check_mapping(key: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise SettingsError(key, "a mapping", value)
+
+
+def _check_keys(prefix: str, mapping: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for k in mapping:
+        if k not in known:
+            close = difflib.get_close_matches(str(k), known, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise SettingsError(f"{prefix}.{k}", f"one of the known keys ({', '.join(known)})",
+                                got=f"an unknown key{hint}")
+
+
+def _meta(cls: type, name: str) -> Any:
+    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _coerce(key: str, value: Any, rule: Mapping[str, Any]) -> Any:
+    kind = rule["kind"]
+    if kind == "bool":
+        return _to_bool(key, value)
+    if kind in ("int", "float"):
+        return _in_range(key, _to_number(key, value, kind), rule)
+    if kind == "choice":
+        text = value.strip() if isinstance(value, str) else value
+        if text not in rule["choices"]:
+            raise SettingsError(key, "one of " + ", ".join(f"`{c}`" for c in rule["choices"]), value)
+        return text
+    if kind == "device":
+        if not isinstance(value, str) or not _DEVICE.match(value.strip()):
+            raise SettingsError(key, "`auto`, `cpu`, `cuda` or `cuda:N`", value)
+        return value.strip()
+    return _to_tuple(key, value, rule)
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SettingsError(key, "a boolean (true/false)", value)
+
+
+def _to_number(key: str, value: Any, kind: str) -> float | int:
+    expectation = "an integer" if kind == "int" else "a number"
+    if isinstance(value, bool):
+        raise SettingsError(key, expectation, value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if kind == "int" else float(value.strip())
+        except ValueError:
+            raise SettingsError(key, expectation, value) from None
+    if kind == "int" and isinstance(value, int):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+        return float(value)
+    raise SettingsError(key, expectation, value)
+
+
+def _in_range(key: str, value: float | int, rule: Mapping[str, Any]) -> float | int:
+    lo, hi = rule["lo"], rule["hi"]
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        noun = "an integer" if rule["kind"] == "int" else "a number"
+        raise SettingsError(key, f"{noun} in [{lo}, {hi}]", value)
+    return value
+
+
+def _to_tuple(key: str, value: Any, rule: Mapping[str, Any]) -> tuple[Any, ...]:
+    items = [s for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise SettingsError(key, "a list (or a comma-separated string)", value)
+    lo, hi = int(rule["lo"] or 1), int(rule["hi"] or len(rule["choices"]))
+    if not lo <= len(items) <= hi:
+        raise SettingsError(key, f"a list of {lo} to {hi} items", value)
+    if rule["item"] == "float":
+        return tuple(float(_to_number(f"{key}[{i}]", v, "float")) for i, v in enumerate(items))
+    out = tuple(v.strip() if isinstance(v, str) else v for v in items)
+    for i, v in enumerate(out):
+        if v not in rule["choices"]:
+            raise SettingsError(f"{key}[{i}]", "one of " + ", ".join(f"`{c}`" for c in rule["choices"]), v)
+    if len(set(out)) != len(out):
+        raise SettingsError(key, "a list without repeats", value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,3 @@
+from glimpsed.cli import main
+
+main()

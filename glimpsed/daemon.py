@@ -1,0 +1,253 @@
+"""Daemon: intake in the main process, one worker process per device, signals, health, systemd.
+
+Signal handlers only set flags; the main loop does the stopping. The first SIGTERM or SIGINT
+stops intake and lets each worker finish its current stage (the job goes back to the queue
+and resumes there next time); a second one stops the workers at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from glimpsed.config import DaemonConfig
+from glimpsed.intake import Intake
+from glimpsed.logs import configure_logging
+from glimpsed.notify import notify, watchdog_interval
+from glimpsed.outbox import clean_staging
+from glimpsed.store import JobStore
+
+log = structlog.get_logger(__name__)
+
+STEP_SECONDS = 0.25  # main loop period: intake poll, signals
+HOUSEKEEPING_SECONDS = 2.0  # lease expiry, worker health, heartbeat, STATUS=
+WORKER_IDLE_SECONDS = 0.5  # how often an idle worker looks for a due job
+HARD_TIMEOUT_GRACE = 60.0  # seconds past jobs.timeout_seconds before a stuck worker is killed
+RESTART_BACKOFF = 5.0
+
+
+def resolve_devices(requested: tuple[str, ...]) -> list[str]:
+    """`auto` -> one device per visible CUDA GPU, else ["cpu"]. torch is imported only on GPU machines."""
+    devices: list[str] = []
+    for device in requested:
+        if device != "auto":
+            devices.append(device)
+        elif Path("/dev/nvidiactl").exists():
+            import torch
+
+            count = torch.cuda.device_count()
+            devices.extend([f"cuda:{i}" for i in range(count)] or ["cpu"])
+        else:
+            devices.append("cpu")
+    return devices
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare(config: DaemonConfig) -> JobStore:
+    """Open the store and clean up after a crash: staging folders, jobs of dead local workers."""
+    store = JobStore(config.path("db"))
+    for path in clean_staging(config.path("outbox")):
+        log.info("staging_removed", path=str(path))
+    for job_id in store.recover_dead_local(socket.gethostname(), pid_alive):
+        log.info("job_requeued", job_id=job_id, reason="its worker is gone (crash or kill)")
+    return store
+
+
+def worker_main(config: DaemonConfig, device: str, stop: Any, parent_pid: int) -> None:
+    """Entry of a worker process: loop over due jobs until `stop` is set or the daemon is gone."""
+    from glimpsed.worker import Worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the daemon, which decides
+    local_stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
+    threading.Thread(target=lambda: (stop.wait(), local_stop.set()), daemon=True).start()
+    configure_logging(config.logging.format, config.logging.level)
+    structlog.contextvars.bind_contextvars(worker=f"{device}:{os.getpid()}")
+    store = JobStore(config.path("db"), migrate=False)
+    worker = Worker(config, store, device=device, stop=local_stop, parent_pid=parent_pid)
+    log.info("worker_started", device=device)
+    while not local_stop.is_set() and os.getppid() == parent_pid:
+        if worker.loop() is None:
+            local_stop.wait(WORKER_IDLE_SECONDS)
+    store.close()
+    log.info("worker_stopped", device=device)
+
+
+@dataclass
+class _Slot:
+    device: str
+    process: Any = None
+    started_at: float = 0.0
+    restarts: int = 0
+    pids: list[int] = field(default_factory=list)
+
+
+class Daemon:
+    """The long-running service: `run()` until a signal, `step()` is one pass of the main loop."""
+
+    def __init__(self, config: DaemonConfig, pipeline_version: str) -> None:
+        self.config = config
+        self.pipeline_version = pipeline_version
+        self.ctx = mp.get_context("spawn")
+        self.stop_workers = self.ctx.Event()
+        self.stopping = False
+        self.stop_now = False
+        self.store: JobStore | None = None
+        self.intake: Intake | None = None
+        self.slots: list[_Slot] = []
+        self.started_at = time.time()
+        self._next_housekeeping = 0.0
+        self._next_watchdog = 0.0
+        self._watchdog = watchdog_interval()
+
+    # -- signals only set flags -----------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stopping:
+            self.stop_now = True
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, loop until asked to stop, stop cleanly; the exit status (0)."""
+        self.install_signal_handlers()
+        self.store = prepare(self.config)
+        self.intake = Intake(self.config, self.store, self.pipeline_version)
+        for device in resolve_devices(self.config.worker.devices):
+            slot = _Slot(device)
+            self.slots.append(slot)
+            self._start_worker(slot)
+        self._start_watcher()
+        log.info("daemon_started", inbox=str(self.config.path("inbox")), outbox=str(self.config.path("outbox")),
+                 workers=[s.device for s in self.slots], pid=os.getpid())
+        self._heartbeat("running")
+        notify("READY=1")
+        while not self.stopping:
+            self.step()
+            time.sleep(STEP_SECONDS)
+        return self.shutdown()
+
+    def step(self) -> None:
+        """Intake, then (every few seconds) leases, worker health and the heartbeat."""
+        intake = self.intake
+        if intake.watcher is None or not intake.watcher_alive():
+            self._start_watcher()
+        intake.poll()
+        now = time.monotonic()
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+            for job_id in self.store.requeue_expired():
+                log.warning("job_requeued", job_id=job_id, reason="lease expired")
+            self._supervise()
+            self._heartbeat("paused" if intake.paused_reason else "running")
+        if self._watchdog and now >= self._next_watchdog and self._healthy():
+            notify("WATCHDOG=1")
+            self._next_watchdog = now + self._watchdog
+
+    def shutdown(self) -> int:
+        """Stop intake, let workers finish their stage (or kill them on a second signal), exit 0."""
+        log.info("daemon_stopping", detail="finishing the running stage; send the signal again to stop at once")
+        notify("STOPPING=1")
+        self._heartbeat("stopping")
+        self.intake.stop_watching()
+        self.stop_workers.set()
+        for slot in self.slots:
+            while slot.process.is_alive():
+                slot.process.join(0.2)
+                if self.stop_now:
+                    slot.process.terminate()
+                    slot.process.join(10)
+                    if slot.process.is_alive():
+                        slot.process.kill()
+                if self._watchdog:
+                    notify("WATCHDOG=1")  # still making progress towards a clean stop
+        self._heartbeat("stopped")
+        log.info("daemon_stopped", **{k: v for k, v in self.store.counts().items() if k in ("queued", "running")})
+        self.store.close()
+        return 0
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        from glimpsed.watcher import check_inbox
+
+        ok, _ = check_inbox(self.config.path("inbox"), self.config.watch.sentinel)
+        if not ok:
+            return
+        self.intake.stop_watching()
+        try:
+            self.intake.start_watching()
+        except OSError as exc:
+            log.warning("watch_failed", error=str(exc), detail="relying on rescans until it can be restarted")
+
+    def _start_worker(self, slot: _Slot) -> None:
+        slot.process = self.ctx.Process(target=worker_main, name=f"glimpsed-worker-{slot.device}",
+                                        args=(self.config, slot.device, self.stop_workers, os.getpid()))
+        slot.process.start()
+        slot.started_at = time.monotonic()
+        slot.pids.append(slot.process.pid)
+
+    def _supervise(self) -> None:
+        """Restart dead workers; kill a worker whose job overran its timeout by far."""
+        for slot in self.slots:
+            if not slot.process.is_alive():
+                if time.monotonic() - slot.started_at < RESTART_BACKOFF:
+                    continue
+                log.error("worker_died", device=slot.device, exitcode=slot.process.exitcode, restarts=slot.restarts)
+                for job_id in self.store.recover_dead_local(socket.gethostname(), pid_alive):
+                    log.info("job_requeued", job_id=job_id, reason="its worker died")
+                slot.restarts += 1
+                self._start_worker(slot)
+                continue
+            self._enforce_timeout(slot)
+
+    def _enforce_timeout(self, slot: _Slot) -> None:
+        from glimpsed.worker import set_aside
+
+        owner = f"{socket.gethostname()}:{slot.process.pid}"
+        limit = self.config.jobs.timeout_seconds + HARD_TIMEOUT_GRACE
+        for job in self.store.jobs("running", limit=100):
+            if job.lease_owner == owner and job.started_at and time.time() - job.started_at > limit:
+                log.error("worker_killed", job_id=job.id, device=slot.device, reason="job overran its timeout")
+                slot.process.kill()
+                slot.process.join(10)
+                message = f"ran longer than jobs.timeout_seconds={self.config.jobs.timeout_seconds:g} and did not stop"
+                failed = self.store.fail(job.id, owner, "JobTimeout", message, stage=job.stage)
+                set_aside(self.config, self.store, failed, "JobTimeout", message, job.stage, time.time())
+                slot.started_at = 0.0  # restart at once
+
+    def _healthy(self) -> bool:
+        watcher_ok = self.intake.watcher_alive() or bool(self.intake.paused_reason)
+        return watcher_ok and all(s.process.is_alive() for s in self.slots)
+
+    def _heartbeat(self, state: str) -> None:
+        counts = self.store.counts()
+        message = self.intake.paused_reason if self.intake else ""
+        mode = self.intake.watcher.mode if self.intake and self.intake.watcher else ""
+        self.store.set_daemon_state(state, message=message, watch_mode=mode, started_at=self.started_at)
+        summary = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, " \
+                  f"{counts['failed']} failed"
+        notify(f"STATUS={'intake paused: ' + message + '; ' if message else ''}{summary}")

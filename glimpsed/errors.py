@@ -1,0 +1,52 @@
+"""The exception tree of the daemon. The CLI maps every GlimpsedError to a clean message."""
+
+from __future__ import annotations
+
+
+class GlimpsedError(Exception):
+    """Base class of every error the daemon raises on purpose."""
+
+
+class ConfigError(GlimpsedError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key `{key}`: {message}")
+
+
+class StoreError(GlimpsedError):
+    """The job store cannot be opened or used."""
+
+
+class JobNotFound(StoreError):
+    """No job has the given id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}; `glimpsed jobs` lists them")
+
+
+class InvalidTransition(StoreError):
+    """A job cannot move to the requested state from the one it is in."""
+
+
+class RejectedFile(GlimpsedError):
+    """An inbox file cannot be processed (wrong type, too large, truncated...).
+
+    `reason` says what was wrong and `hint` what the user can do; both go to error.json.
+    """
+
+    def __init__(self, path: str, reason: str, hint: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{path}: {reason}. {hint}")
+
+
+class PublishError(GlimpsedError):
+    """The outbox could not receive a result."""
+
+
+class JobTimeout(GlimpsedError):
+    """A job ran longer than `jobs.timeout_seconds`."""

@@ -1,0 +1,259 @@
+"""Worker: claims one job per `loop()` and runs it through the pipeline, then publishes it.
+
+The pipeline is called through one entry (`worker.pipeline`, by default
+`ai_modules.pipeline:run`). Stages resume from their artifacts in `work/<job>/`, so a
+requeued job continues at its first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from glimpsed import __version__
+from glimpsed.config import DaemonConfig
+from glimpsed.errors import InvalidTransition, PublishError
+from glimpsed.outbox import already_published, dispose_original, move_aside, publish, reserve_target, write_error_json
+from glimpsed.store import Job, JobStore, owner_id
+
+log = structlog.get_logger(__name__)
+
+PipelineFn = Callable[..., Any]
+PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite
+
+
+def load_pipeline(entry: str) -> PipelineFn:
+    """Import `module:function` (the `worker.pipeline` setting)."""
+    module, _, func = entry.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth another attempt: I/O trouble and running out of GPU memory."""
+    if isinstance(exc, (OSError, PublishError)):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    from ai_modules.errors import InputError
+
+    return isinstance(exc, InputError)
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the job's lease in the background and notices cancel requests; own SQLite connection."""
+
+    def __init__(self, db_path: Path, job_id: str, owner: str, lease_seconds: float) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.db_path, self.job_id, self.owner, self.lease_seconds = db_path, job_id, owner, lease_seconds
+        self.cancelled = False
+        self.lost = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        store = JobStore(self.db_path, migrate=False)
+        try:
+            while not self._done.wait(max(self.lease_seconds / 3, 0.2)):
+                if not store.renew_lease(self.job_id, self.owner, self.lease_seconds):
+                    self.lost = True
+                    return
+                self.cancelled = store.cancel_requested(self.job_id)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+class Worker:
+    """Runs jobs from the store on one device.
+
+    Args:
+        config: the daemon's config.
+        store: a job store connection for this thread.
+        device: "cpu", "cuda" or "cuda:N", handed to the pipeline.
+        stop: set it to stop at the next stage boundary; the running job goes back to the queue.
+        pipeline: the pipeline entry; default from `worker.pipeline`.
+        parent_pid: in a worker process, the daemon's pid: if the daemon dies, stop.
+        listener: called with every progress report, e.g. by a progress bar.
+    """
+
+    def __init__(self, config: DaemonConfig, store: JobStore, device: str = "cpu",
+                 stop: threading.Event | None = None, pipeline: PipelineFn | None = None,
+                 clock: Callable[[], float] = time.time, parent_pid: int | None = None,
+                 listener: Callable[[str, str, float, str], None] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.device = device
+        self.stop = stop or threading.Event()
+        self.pipeline = pipeline or load_pipeline(config.worker.pipeline)
+        self.clock = clock
+        self.owner = owner_id()
+        self.parent_pid = parent_pid
+        self.listener = listener  # (job_id, stage, fraction, message), e.g. a progress bar
+
+    def loop(self, now: float | None = None, job_id: str | None = None) -> Job | None:
+        """Claim one due job (or `job_id`) and run it to an end state; None when nothing was due."""
+        job = self.store.claim(self.owner, self.config.jobs.lease_seconds, now=now, job_id=job_id)
+        if job is None:
+            return None
+        return self.run_job(job)
+
+    def _orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def run_job(self, job: Job) -> Job:
+        """Run a claimed job and record how it ended."""
+        from ai_modules.errors import PipelineStopped
+
+        bound = log.bind(job_id=job.id, source=job.source_name)
+        bound.info("job_started", attempt=job.attempts, device=self.device)
+        keeper = _LeaseKeeper(self.config.path("db"), job.id, self.owner, self.config.jobs.lease_seconds)
+        keeper.start()
+        started = self.clock()
+        timed_out = threading.Event()
+        last = {"stage": None, "at": 0.0}
+
+        def should_stop() -> bool:
+            if self.clock() - started > self.config.jobs.timeout_seconds:
+                timed_out.set()
+            return self.stop.is_set() or keeper.cancelled or keeper.lost or timed_out.is_set() or self._orphaned()
+
+        def on_progress(stage: str, fraction: float, message: str) -> None:
+            if self.listener is not None:
+                self.listener(job.id, stage, fraction, message)
+            now = self.clock()
+            if stage != last["stage"]:
+                bound.info("stage_started", stage=stage, message=message)
+                self.store.add_event(job.id, "stage_started", stage, message)
+            if stage != last["stage"] or fraction >= 1.0 or now - last["at"] >= PROGRESS_WRITE_INTERVAL:
+                self.store.set_progress(job.id, stage, fraction, message)
+                last.update(stage=stage, at=now)
+
+        settings = {**self.config.pipeline, "device": self.device}
+        workdir = Path(job.workdir or self.config.path("work") / job.id)
+        try:
+            result = self.pipeline(workdir / "input" / "image.png", settings, workdir,
+                                   on_progress=on_progress, should_stop=should_stop)
+            if should_stop() and keeper.lost:
+                raise PipelineStopped("publish")
+            return self._publish(job, result, bound)
+        except PipelineStopped as exc:
+            return self._stopped(job, keeper, timed_out.is_set(), exc, bound)
+        except Exception as exc:  # noqa: BLE001 - every failure of a job is recorded, the worker goes on
+            return self._failed(job, exc, last["stage"], bound)
+        finally:
+            keeper.stop()
+
+    def _publish(self, job: Job, result: Any, bound: Any) -> Job:
+        outbox = self.config.path("outbox")
+        name = Path(job.source_name).stem
+        target = Path(job.output_dir) if job.output_dir else None
+        if target is None or not already_published(target, job.id):
+            if target is None:
+                target = reserve_target(outbox, job.rel_dir, name)
+                self.store.set_output_dir(job.id, str(target))
+            target = publish(outbox=outbox, rel_dir=job.rel_dir, name=name, job_id=job.id,
+                             outputs=result.outputs, manifest=self._manifest(job, result), config=self.config.outbox,
+                             target=target)
+        done = self.store.finish(job.id, self.owner, str(target), result.to_dict())
+        bound.info("job_published", output_dir=str(target), seconds=round(done.finished_at - done.started_at, 2))
+        if self._from_inbox(job):
+            what = dispose_original(Path(job.source_path), self.config.outbox.after_success,
+                                    self.config.path("archive"), job.rel_dir, job.src_size, job.src_mtime_ns)
+            self.store.add_event(job.id, "original_handled", None, what)
+        if not self.config.jobs.keep_workdir and job.workdir:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        return done
+
+    def _manifest(self, job: Job, result: Any) -> dict[str, Any]:
+        data = result.to_dict()
+        return {
+            "source": {"name": job.source_name, "sha256": job.sha256, "bytes": job.bytes, "subfolder": job.rel_dir},
+            "tags": job.tag_list,
+            "timestamps": {"queued_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+                           "finished_at": _iso(self.clock())},
+            "glimpsed_version": __version__,
+            "pipeline_version": data.get("pipeline_version"),
+            "config_hash": job.config_hash,
+            "device": data.get("device", self.device),
+            "attempts": job.attempts,
+            "stages": data.get("stages", []),
+        }
+
+    def _stopped(self, job: Job, keeper: _LeaseKeeper, timed_out: bool, exc: Exception, bound: Any) -> Job:
+        if keeper.lost:
+            bound.warning("lease_lost", detail="another worker took the job over; dropping this run")
+            return self.store.get(job.id)
+        if timed_out:
+            message = f"ran longer than jobs.timeout_seconds={self.config.jobs.timeout_seconds:g}"
+            return self._final_failure(job, "JobTimeout", message, None, bound)
+        if keeper.cancelled:
+            self.store.mark_cancelled(job.id, self.owner)
+            bound.info("job_cancelled")
+            self._set_aside(job, "Cancelled", "cancelled by the user", None)
+            return self.store.get(job.id)
+        self.store.release(job.id, self.owner, f"stopped before {exc}: the daemon is shutting down")
+        bound.info("job_interrupted", next_stage=str(exc))
+        return self.store.get(job.id)
+
+    def _failed(self, job: Job, exc: Exception, stage: str | None, bound: Any) -> Job:
+        error_type, message = type(exc).__name__, str(exc) or repr(exc)
+        try:
+            if is_transient(exc) and job.attempts < job.max_attempts:
+                delay = min(self.config.jobs.retry_backoff_seconds * 2 ** (job.attempts - 1),
+                            self.config.jobs.retry_backoff_max_seconds)
+                bound.warning("job_retry_scheduled", stage=stage, error=f"{error_type}: {message}", delay=delay)
+                return self.store.fail(job.id, self.owner, error_type, message, retry_at=self.clock() + delay,
+                                       stage=stage)
+            if not is_bad_input(exc) and not is_transient(exc):
+                bound.error("job_crashed", stage=stage, traceback=traceback.format_exc())
+            return self._final_failure(job, error_type, message, stage, bound)
+        except InvalidTransition:
+            bound.warning("lease_lost", detail="the job was taken over while failing")
+            return self.store.get(job.id)
+
+    def _final_failure(self, job: Job, error_type: str, message: str, stage: str | None, bound: Any) -> Job:
+        bound.error("job_failed", stage=stage, error=f"{error_type}: {message}")
+        failed = self.store.fail(job.id, self.owner, error_type, message, stage=stage)
+        self._set_aside(job, error_type, message, stage)
+        return failed
+
+    def _set_aside(self, job: Job, error_type: str, message: str, stage: str | None) -> None:
+        set_aside(self.config, self.store, job, error_type, message, stage, self.clock())
+
+    def _from_inbox(self, job: Job) -> bool:
+        return from_inbox(self.config, job)
+
+
+def from_inbox(config: DaemonConfig, job: Job) -> bool:
+    """Whether the job's original sits in the inbox (`submit` runs files from elsewhere, left alone)."""
+    return Path(job.source_path).is_relative_to(config.path("inbox"))
+
+
+def set_aside(config: DaemonConfig, store: JobStore, job: Job, error_type: str, message: str,
+              stage: str | None, now: float) -> None:
+    """Move an inbox original into failed/ with `<name>.error.json`, so the inbox only holds new work."""
+    if not from_inbox(config, job) or not Path(job.source_path).exists():
+        return
+    dest = move_aside(Path(job.source_path), config.path("failed") / job.rel_dir)
+    write_error_json(dest.with_name(dest.name + ".error.json"), {
+        "job_id": job.id, "source": job.source_name, "error_type": error_type, "message": message,
+        "stage": stage, "attempts": job.attempts, "failed_at": _iso(now),
+        "hint": f"see `glimpsed show {job.id}`; `glimpsed retry {job.id}` runs it again from its saved input",
+    })
+    store.add_event(job.id, "original_handled", stage, f"moved to {dest}")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
