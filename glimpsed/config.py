@@ -23,9 +23,10 @@ import yaml
 from ai_modules.errors import SettingsError
 from ai_modules.settings import default_settings, parse_settings
 from glimpsed.errors import ConfigError
+from glimpsed.watcher import DEFAULT_EXTENSIONS as WATCHED_EXTENSIONS
 
 ENV_PREFIX = "GLIMPSED_"
-DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+DEFAULT_EXTENSIONS: tuple[str, ...] = tuple(sorted(WATCHED_EXTENSIONS))
 
 
 @dataclass(frozen=True)

@@ -98,15 +98,19 @@ def _model_checks(config: DaemonConfig) -> list[Check]:
     return checks
 
 
+def _fs_name(path: Path) -> str:
+    mount = mount_for(path)
+    return f"{mount.fs_type} at {mount.mount_point}" if mount else "an unknown filesystem"
+
+
 def _folder_checks(config: DaemonConfig) -> list[Check]:
     checks = []
     inbox = config.path("inbox")
     ok, reason = check_inbox(inbox, config.watch.sentinel)
     checks.append(Check("inbox", "ok" if ok else "fail", f"{inbox}" if ok else reason))
     if inbox.exists():
-        mount = mount_for(inbox)
-        mode, why = choose_watch_mode(inbox, config.watch.mode)
-        checks.append(Check("inbox filesystem", "ok", f"{mount.fs_type} at {mount.mount_point}; watching: {why}"))
+        _, why = choose_watch_mode(inbox, config.watch.mode)
+        checks.append(Check("inbox filesystem", "ok", f"{_fs_name(inbox)}; watching: {why}"))
         if config.watch.sentinel:
             checks.append(Check("sentinel", "ok" if ok else "fail", f"{config.watch.sentinel} present" if ok else reason))
         else:
@@ -122,8 +126,8 @@ def _folder_checks(config: DaemonConfig) -> list[Check]:
     db = config.path("db")
     parent = next((p for p in [db.parent, *db.parents] if p.exists()), Path("/"))
     checks.append(Check("job store", "fail" if is_network_fs(parent) else "ok",
-                        f"{db} on {mount_for(parent).fs_type}" + (" (network filesystem: not allowed)"
-                                                                   if is_network_fs(parent) else "")))
+                        f"{db} on {_fs_name(parent)}" + (" (network filesystem: not allowed)"
+                                                         if is_network_fs(parent) else "")))
     for name in ("outbox", "work"):
         path = config.path(name)
         existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))

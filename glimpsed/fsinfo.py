@@ -120,9 +120,9 @@ def mount_for(path: str | os.PathLike[str], mountinfo_text: str | None = None) -
     resolved = Path(path).resolve(strict=False)
     best: MountInfo | None = None
     for mount in parse_mountinfo(text):
-        if resolved == mount.mount_point or mount.mount_point in resolved.parents:
-            if best is None or len(mount.mount_point.parts) >= len(best.mount_point.parts):
-                best = mount
+        inside = resolved == mount.mount_point or mount.mount_point in resolved.parents
+        if inside and (best is None or len(mount.mount_point.parts) >= len(best.mount_point.parts)):
+            best = mount
     return best
 
 
@@ -176,7 +176,7 @@ def choose_watch_mode(
             )
         return "native", "watch mode native set in the config"
     if not platform.startswith("linux"):
-        return "native", f"cannot tell the filesystem type on {platform}: native events (set polling for a network share)"
+        return "native", f"cannot tell filesystem types on {platform}: native events (set polling for a network share)"
     if text is None:
         return "native", f"cannot read {MOUNTINFO_PATH}: native events (set polling for a network share)"
     if mount is None:

@@ -15,9 +15,9 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import BinaryIO, Final
 
 import numpy as np
@@ -43,6 +43,7 @@ FORMAT_SUFFIXES: Final[dict[str, str]] = {
     "BMP": ".bmp",
 }
 _ACCEPTED: Final[str] = "JPEG, PNG, WebP, TIFF or BMP"
+_PIXELS_HINT: Final[str] = "Downscale it, or raise `ingest.max_pixels`"
 
 # Leading bytes -> what a rejected file looks like, for the error message.
 _MAGIC: Final[tuple[tuple[bytes, str], ...]] = (
@@ -115,7 +116,7 @@ def _reject(src: Path, reason: str, hint: str) -> RejectedFile:
 
 
 def _changed(src: Path, reason: str) -> FileChanged:
-    return FileChanged(str(src), reason, "it is probably still being copied; it is tried again once it stops changing")
+    return FileChanged(str(src), reason, "It is probably still being copied; it is tried again once it stops changing")
 
 
 def _read_once(src: Path, limits: IngestLimits) -> tuple[bytes, os.stat_result]:
@@ -124,18 +125,18 @@ def _read_once(src: Path, limits: IngestLimits) -> tuple[bytes, os.stat_result]:
     except FileNotFoundError:
         raise _changed(src, "the file disappeared before it could be read") from None
     except OSError as exc:
-        raise _reject(src, f"the file cannot be examined: {exc.strerror}", "check the share and the daemon user's access") from exc
+        raise _reject(src, f"the file cannot be examined: {exc.strerror}", "Check the share and access rights") from exc
     if stat.S_ISLNK(before.st_mode):
-        raise _reject(src, "the file is a symbolic link", "copy the photo itself into the inbox")
+        raise _reject(src, "the file is a symbolic link", "Copy the photo itself into the inbox")
     if not stat.S_ISREG(before.st_mode):
-        raise _reject(src, "not a regular file", "put only image files into the inbox")
+        raise _reject(src, "not a regular file", "Put only image files into the inbox")
     if before.st_size == 0:
-        raise _reject(src, "the file is empty", "the copy probably failed; copy the photo again")
+        raise _reject(src, "the file is empty", "The copy probably failed; copy the photo again")
     if before.st_size > limits.max_bytes:
         raise _reject(
             src,
             f"the file is {before.st_size / MiB:.1f} MiB, over the limit of {limits.max_bytes / MiB:.1f} MiB",
-            "shrink or re-export it, or raise `ingest.max_bytes`",
+            "Shrink or re-export it, or raise `ingest.max_bytes`",
         )
     try:
         fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
@@ -145,13 +146,15 @@ def _read_once(src: Path, limits: IngestLimits) -> tuple[bytes, os.stat_result]:
     except FileNotFoundError:
         raise _changed(src, "the file disappeared while being read") from None
     except PermissionError as exc:
-        raise _reject(src, "the file cannot be read: permission denied", "give the daemon's user read access") from exc
+        raise _reject(src, "the file cannot be read: permission denied", "Give the daemon's user read access") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _reject(src, "the file is a symbolic link", "copy the photo itself into the inbox") from exc
+            raise _reject(src, "the file is a symbolic link", "Copy the photo itself into the inbox") from exc
         raise _changed(src, f"the file could not be read ({exc.strerror})") from exc
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != before.st_size:
-        raise _changed(src, f"the file changed while being read ({before.st_size} -> {after.st_size} bytes)")
+        sizes = {before.st_size, after.st_size, len(data)}
+        detail = f"size {before.st_size} -> {max(sizes - {before.st_size})} bytes" if len(sizes) > 1 else "modified"
+        raise _changed(src, f"the file changed while being read ({detail})")
     return data, before
 
 
@@ -174,28 +177,29 @@ def _open(src: Path, data: bytes, limits: IngestLimits) -> Image.Image:
     """Identify the format from the bytes and check the header's size; nothing is decoded yet."""
     # Pillow's process-wide bomb check must not undercut ``max_pixels`` (its default, 89.5 MP, is
     # below ours); we only ever raise it, and check the header size ourselves before decoding.
-    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limits.max_pixels:
+    if Image.MAX_IMAGE_PIXELS is not None and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=list(DECODERS))
     except Image.DecompressionBombError as exc:
-        raise _reject(src, f"the image has too many pixels ({exc})", "downscale it, or raise `ingest.max_pixels`") from exc
+        raise _reject(src, f"the image has too many pixels ({exc})", _PIXELS_HINT) from exc
     except UnidentifiedImageError as exc:
-        raise _reject(src, f"not an image Pillow can read ({_looks_like(data)})", f"save or export it as {_ACCEPTED}") from exc
+        reason = f"not an image Pillow can read ({_looks_like(data)})"
+        raise _reject(src, reason, f"Save or export it as {_ACCEPTED}") from exc
     width, height = im.size
     if width * height > limits.max_pixels:
         raise _reject(
             src,
             f"the image is {width}x{height} = {width * height:,} pixels, over the limit of {limits.max_pixels:,}",
-            "downscale it, or raise `ingest.max_pixels`",
+            _PIXELS_HINT,
         )
     if min(width, height) < limits.min_side:
         raise _reject(
             src,
             f"the image is {width}x{height} pixels; its smaller side must be at least {limits.min_side}",
-            "use a larger photo of the object",
+            "Use a larger photo of the object",
         )
     return im
 
@@ -214,14 +218,16 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 def _normalise(im: Image.Image) -> Image.Image:
     """Upright, 8-bit RGB or RGBA, sRGB where an ICC profile says otherwise, no metadata."""
     icc = im.info.get("icc_profile")
-    im = ImageOps.exif_transpose(im)
+    upright = ImageOps.exif_transpose(im)  # a copy; None only with in_place=True
+    im = upright if upright is not None else im
     if im.mode.startswith("I") or im.mode == "F":
         im = _to_8bit(im)
     target = "RGBA" if im.has_transparency_data else "RGB"  # alpha band, tRNS, palette transparency
     if icc and im.mode in ("RGB", "RGBA", "CMYK"):
         try:
             profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            im = ImageCms.profileToProfile(im, profile, _SRGB, outputMode=target if im.mode != "CMYK" else "RGB")
+            mode = "RGB" if im.mode == "CMYK" else im.mode
+            im = ImageCms.profileToProfile(im, profile, _SRGB, outputMode=mode) or im  # None only with inPlace
         except (ImageCms.PyCMSError, OSError, ValueError) as exc:
             log.info("icc_profile_ignored", error=str(exc))
     if im.mode != target:
@@ -293,27 +299,27 @@ def ingest(src: Path, dest_dir: Path, limits: IngestLimits = IngestLimits()) -> 
         im.seek(0)
         im.load()
     except Image.DecompressionBombError as exc:
-        raise _reject(src, f"the image has too many pixels ({exc})", "downscale it, or raise `ingest.max_pixels`") from exc
+        raise _reject(src, f"the image has too many pixels ({exc})", _PIXELS_HINT) from exc
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, zlib.error...
-        raise _reject(
-            src, f"the image is truncated or corrupt: {exc}", "re-export or re-copy it; open it in an image viewer to check"
-        ) from exc
+        hint = "Re-export or re-copy it; open it in an image viewer to check"
+        raise _reject(src, f"the image is truncated or corrupt: {exc}", hint) from exc
     try:
         out = _normalise(im)
     except (ValueError, OSError) as exc:
-        raise _reject(src, f"its colour mode {source_mode} cannot be converted to RGB: {exc}", "re-export it as 8-bit RGB") from exc
+        reason = f"its colour mode {source_mode} cannot be converted to RGB: {exc}"
+        raise _reject(src, reason, "Re-export it as 8-bit RGB") from exc
     if frames > 1:
         log.info("extra_frames_ignored", path=str(src), frames=frames, format=fmt)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    original = dest_dir / f"original{FORMAT_SUFFIXES[fmt]}"
+    original = dest_dir / f"original{FORMAT_SUFFIXES.get(fmt, '.bin')}"
     image = dest_dir / "image.png"
     temps: list[Path] = []
     try:
         temps.append(_write_temp(original, lambda f: f.write(data)))
         temps.append(_write_temp(image, lambda f: out.save(f, "PNG", compress_level=1)))  # a work file: speed over size
-        for tmp, final in zip(temps, (original, image)):
+        for tmp, final in zip(temps, (original, image), strict=True):
             os.replace(tmp, final)
         _fsync_dir(dest_dir)
     except BaseException:

@@ -53,7 +53,7 @@ class Intake:
         self.inbox = config.path("inbox")
         watch = config.watch
         self.rules = IgnoreRules(extra_patterns=watch.ignore, extra_dirs=watch.ignore_dirs,
-                                 extensions=watch.extensions)
+                                 extensions=watch.extensions, sentinel=watch.sentinel)
         self.tracker = StabilityTracker(watch.stability_seconds, clock=clock)
         self.watcher: InboxWatcher | None = None
         self.paused_reason = ""
@@ -67,8 +67,8 @@ class Intake:
         self.watcher = InboxWatcher(self.inbox, self.rules, recursive=self.config.watch.recursive,
                                     mode=self.config.watch.mode, poll_interval=self.config.watch.poll_interval,
                                     on_path=self.tracker.track)
-        self.watcher.start()
-        log.info("watch_started", inbox=str(self.inbox), mode=self.watcher.mode, reason=self.watcher.mode_reason)
+        if self.watcher.start():
+            log.info("watch_started", inbox=str(self.inbox), mode=self.watcher.mode, reason=self.watcher.mode_reason)
 
     def stop_watching(self) -> None:
         if self.watcher is not None:

@@ -143,7 +143,8 @@ class IgnoreRules:
                 return f"{why} ({pattern})"
         suffix = PurePath(name).suffix.lower()
         if suffix not in self.extensions:
-            return f"not an accepted image type ({suffix or 'no extension'}); accepted: {', '.join(sorted(self.extensions))}"
+            accepted = ", ".join(sorted(self.extensions))
+            return f"not an accepted image type ({suffix or 'no extension'}); accepted: {accepted}"
         return None
 
 
@@ -166,7 +167,10 @@ class StabilityTracker:
     stable after one full period from when it was first seen. A file that
     vanishes (deleted, moved away, renamed to its final name) is dropped; its
     new name arrives as a new path. A zero-byte file is reported once stable;
-    ingest rejects it. Returned files are no longer tracked.
+    ingest rejects it. Returned files are no longer tracked. On NFS the client
+    caches attributes (``acregmax``, up to 60 s), so ``stat`` can hide growth:
+    keep ``stability_seconds`` above it; ingest's before/after check (``open``
+    revalidates attributes) is the second line.
 
     Thread-safe: watchdog calls :meth:`track` from its thread while the daemon
     loop calls :meth:`get_stable_files`. Stats run outside the lock, so a hung
@@ -203,7 +207,7 @@ class StabilityTracker:
 
     def track(self, path: str | os.PathLike[str]) -> None:
         """Record a path, or restart its clock if its size or mtime changed."""
-        path = Path(path)
+        path = Path(path).absolute()
         signature = self._signature(path)
         now = self._clock()
         with self._lock:
@@ -217,12 +221,12 @@ class StabilityTracker:
     def forget(self, path: str | os.PathLike[str]) -> None:
         """Stop tracking a path (no error when it is not tracked)."""
         with self._lock:
-            self._seen.pop(Path(path), None)
+            self._seen.pop(Path(path).absolute(), None)
 
     def is_tracking(self, path: str | os.PathLike[str]) -> bool:
         """True while a path waits to become stable."""
         with self._lock:
-            return Path(path) in self._seen
+            return Path(path).absolute() in self._seen
 
     @property
     def pending_count(self) -> int:
@@ -231,7 +235,7 @@ class StabilityTracker:
             return len(self._seen)
 
     def get_stable_files(self) -> list[Path]:
-        """Return the files that became stable, oldest first, and stop tracking them."""
+        """Return the files that became stable (absolute paths), oldest first, and stop tracking them."""
         now = self._clock()
         with self._lock:
             due = [(p, s) for p, s in self._seen.items() if now - s.since >= self._seconds]
@@ -325,7 +329,7 @@ def check_inbox(inbox: Path, sentinel: str | None) -> InboxState:
             return InboxState(False, f"inbox {inbox} does not exist — is the share mounted?")
         if not os.access(inbox, os.R_OK | os.X_OK):
             return InboxState(False, f"inbox {inbox} is not readable by the daemon's user — check its permissions")
-        if not sentinel_ok(inbox, sentinel):
+        if sentinel is not None and not sentinel_ok(inbox, sentinel):
             return InboxState(False, f"sentinel {inbox / sentinel} missing — the share looks unmounted; intake paused")
     except OSError as exc:
         return InboxState(False, f"inbox {inbox} cannot be read: {exc}")
@@ -421,17 +425,15 @@ class InboxWatcher:
             if self.mode != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 log.error("watcher_start_failed", inbox=str(self.inbox), mode=self.mode, error=str(exc))
                 return False
-            self.mode, self.mode_reason = "polling", f"native events unavailable ({exc}; raise fs.inotify limits): polling"
+            self.mode = "polling"
+            self.mode_reason = f"native events unavailable ({exc}; raise the fs.inotify sysctl limits): polling"
             return self.start()
         log.info("watcher_started", inbox=str(self.inbox), mode=self.mode, reason=self.mode_reason)
         return True
 
     def _start_observer(self) -> BaseObserver:
-        observer: BaseObserver
-        if self.mode == "polling":
-            observer = PollingObserver(timeout=self._poll_interval)
-        else:
-            observer = Observer()
+        polling = self.mode == "polling"
+        observer: BaseObserver = PollingObserver(timeout=self._poll_interval) if polling else Observer()
         observer.schedule(_Handler(self), str(self.inbox), recursive=self._recursive)
         try:
             observer.start()

@@ -117,3 +117,16 @@ def test_pipeline_hash_changes_with_pipeline_settings():
     a = load_config(None, env={})
     b = load_config(None, env={}, overrides={"pipeline.segment.object_size": "180"})
     assert a.pipeline_hash() != b.pipeline_hash()
+
+
+def test_job_store_on_a_network_filesystem_is_refused(tmp_path, monkeypatch):
+    import glimpsed.fsinfo
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "outbox").mkdir()
+    nas = tmp_path / "nas"
+    cfg = load_config(None, env={}, overrides={"paths.root": str(tmp_path), "paths.db": str(nas / "glimpsed.db")})
+    monkeypatch.setattr(glimpsed.fsinfo, "is_network_fs", lambda p: str(p).startswith(str(nas)))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == "paths.db" and "network filesystem" in str(info.value)

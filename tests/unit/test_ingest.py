@@ -100,7 +100,7 @@ def test_palette_with_transparency_becomes_rgba(tmp_path: Path, dest: Path) -> N
     assert (got.mode, got.source_mode) == ("RGBA", "P")
     with Image.open(got.image) as out:
         px = np.asarray(out)
-    assert tuple(px[0, 0]) [3] == 0 and tuple(px[32, 32]) == (200, 30, 30, 255)
+    assert px[0, 0, 3] == 0 and tuple(px[32, 32]) == (200, 30, 30, 255)
 
 
 def test_palette_without_transparency_becomes_rgb(tmp_path: Path, dest: Path) -> None:
@@ -174,7 +174,7 @@ def test_truncated_jpeg(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "cut.jpg"
     src.write_bytes(whole[: len(whole) // 2])
     err = _rejected(src, dest)
-    assert err.reason.startswith("the image is truncated or corrupt: ") and "re-export or re-copy" in err.hint
+    assert err.reason.startswith("the image is truncated or corrupt: ") and "Re-export or re-copy" in err.hint
 
 
 @pytest.mark.parametrize(
@@ -198,13 +198,18 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def _png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature and IHDR claiming a huge size, then one tiny IDAT: a few hundred bytes."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
     ("size", "reason"),
-    [((12_000, 12_000), "the image is 12000x12000 = 144,000,000 pixels, over the limit of 100,000,000"),  # our own check
-     ((100_000, 100_000), "the image has too many pixels (Image size (10000000000 pixels) exceeds")],  # Pillow's
+    [
+        # our own check, from the header
+        ((12_000, 12_000), "the image is 12000x12000 = 144,000,000 pixels, over the limit of 100,000,000"),
+        # Pillow's bomb check fires inside Image.open and must come out as a rejection too
+        ((100_000, 100_000), "the image has too many pixels (Image size (10000000000 pixels) exceeds"),
+    ],
 )
 def test_too_many_pixels_from_the_header(tmp_path: Path, dest: Path, size: tuple[int, int], reason: str) -> None:
     src = tmp_path / "bomb.png"
@@ -229,7 +234,7 @@ def test_too_small(tmp_path: Path, dest: Path) -> None:
     assert err.reason == "the image is 200x40 pixels; its smaller side must be at least 64"
 
 
-def test_too_many_bytes_is_rejected_without_reading(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_bytes_is_not_read(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _save(_gradient(), tmp_path / "a.png", "PNG")
     monkeypatch.setattr(ingest_mod.os, "open", lambda *a, **k: pytest.fail("the file was opened"))
     err = _rejected(src, dest, IngestLimits(max_bytes=100))
@@ -239,9 +244,9 @@ def test_too_many_bytes_is_rejected_without_reading(tmp_path: Path, dest: Path, 
 def test_file_growing_while_read_is_retryable(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _save(_gradient(), tmp_path / "a.png", "PNG")
     real_lstat = os.lstat
-    calls = []
+    calls: list[Path] = []
 
-    def lstat_then_append(path: object) -> os.stat_result:
+    def lstat_then_append(path: Path) -> os.stat_result:
         result = real_lstat(path)
         if not calls:
             with open(src, "ab") as f:  # the copy goes on after our first look

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from glimpsed import watcher as watcher_mod
 from glimpsed.watcher import (
     DEFAULT_EXTENSIONS,
     DEFAULT_IGNORE_DIRS,
@@ -348,6 +350,10 @@ def test_check_inbox(tmp_path: Path) -> None:
 # --------------------------------------------------------------- InboxWatcher
 
 
+def _ignore(path: Path) -> None:
+    """An ``on_path`` that does nothing."""
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -388,7 +394,7 @@ def test_watcher_sees_new_files(tmp_path: Path, mode: str) -> None:
 def test_watcher_survives_the_inbox_vanishing(tmp_path: Path, mode: str) -> None:
     inbox = tmp_path / "in"
     inbox.mkdir()
-    watcher = InboxWatcher(inbox, IgnoreRules(), recursive=False, mode=mode, poll_interval=0.1, on_path=print)
+    watcher = InboxWatcher(inbox, IgnoreRules(), recursive=False, mode=mode, poll_interval=0.1, on_path=_ignore)
     assert watcher.start()
     try:
         inbox.rmdir()
@@ -401,7 +407,7 @@ def test_watcher_survives_the_inbox_vanishing(tmp_path: Path, mode: str) -> None
 
 
 def test_watcher_start_fails_softly_and_callback_errors_are_contained(tmp_path: Path) -> None:
-    watcher = InboxWatcher(tmp_path / "missing", IgnoreRules(), False, "polling", 0.1, on_path=print)
+    watcher = InboxWatcher(tmp_path / "missing", IgnoreRules(), False, "polling", 0.1, on_path=_ignore)
     assert watcher.start() is False
     assert not watcher.is_alive()
 
@@ -417,4 +423,30 @@ def test_watcher_start_fails_softly_and_callback_errors_are_contained(tmp_path: 
 
 def test_watcher_rejects_bad_interval(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`poll_interval` must be > 0, got 0"):
-        InboxWatcher(tmp_path, IgnoreRules(), False, "polling", 0, on_path=print)
+        InboxWatcher(tmp_path, IgnoreRules(), False, "polling", 0, on_path=_ignore)
+
+
+class _ExhaustedInotify:
+    """Stands in for watchdog's Observer when fs.inotify.max_user_watches is used up."""
+
+    def schedule(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def start(self) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_native_falls_back_to_polling_without_inotify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watcher_mod, "Observer", _ExhaustedInotify)
+    seen: list[Path] = []
+    watcher = InboxWatcher(tmp_path, IgnoreRules(), False, "native", 0.1, on_path=seen.append)
+    assert watcher.start()
+    try:
+        assert watcher.mode == "polling" and "inotify watch limit reached" in watcher.mode_reason
+        (tmp_path / "a.jpg").write_bytes(b"x")
+        assert _wait_for(lambda: tmp_path / "a.jpg" in seen)
+    finally:
+        watcher.stop()

@@ -1,0 +1,220 @@
+"""Pure functions of the embedded lift backend `relief`: cutout + relief height -> closed Gaussians.
+
+Frame (ARCHITECTURE.md): the photo is what the camera at azimuth 0 sees; that
+camera sits on +X looking at the origin, so image column u -> world +Y, image
+row v (down) -> world -Z, and the front surface (toward the camera) has larger
+X. Pixel (u, v) maps orthographically to
+
+    Y = (u + 0.5 - S/2) * p,   Z = -(v + 0.5 - S/2) * p,   X = +-height(u, v) * p
+
+with p = extent / (long side of the silhouette in pixels), so the silhouette's
+long side is `extent` world units and its bounding box is centred (the segment
+stage centres it).
+
+Three layers of Gaussians make a closed object:
+
+* front: one per silhouette pixel at X = +h p, flat along the surface normal
+  and stretched across it to the pixel's footprint on the (possibly steep)
+  surface (`surface_frames`); on flat parts the rotation is the identity;
+* back: the mirror image at X = -h p, coloured like the front times `back_shade`
+  (the photo does not show the back; darker makes the guess visible);
+* side walls (optional): Gaussians stacked in X along the silhouette rim,
+  about one pixel apart, closing the gap between the front and back rims; their
+  colour blends from the front colour to the back colour.
+
+Gradients are clipped at `MAX_SLOPE` (the rounded rim is nearly vertical); the
+walls cover what the clipped surfaces leave open.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from ..gaussians import Gaussians, rgb_to_sh_dc
+from ..geometry import quat_multiply
+
+MAX_SLOPE = 4.0
+BOX_LIMIT = 0.49  # means are scaled down uniformly if any coordinate would leave [-0.49, 0.49]
+
+
+def uncomposite(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Undo compositing on white: [H,W,3] on white + [H,W] alpha -> [H,W,3] object colour (alpha > 0)."""
+    a = np.maximum(alpha, 1e-3)[..., None]
+    return np.clip((image - (1.0 - a)) / a, 0.0, 1.0)
+
+
+def masked_gradient(height: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d height / du and d height / dv using only neighbours inside `mask`.
+
+    Central differences where both neighbours are inside, one-sided where one is, 0 where none.
+
+    Args:
+        height: [H,W] float32.
+        mask: [H,W] bool.
+
+    Returns:
+        (du, dv): [H,W] float32 each.
+    """
+    out = []
+    for axis in (1, 0):
+        hp, mp = np.pad(height, 1), np.pad(mask, 1)
+        sl = [slice(1, -1), slice(1, -1)]
+        fwd, bwd = list(sl), list(sl)
+        fwd[axis], bwd[axis] = slice(2, None), slice(None, -2)
+        hf, hb = hp[tuple(fwd)], hp[tuple(bwd)]
+        mf, mb = mp[tuple(fwd)], mp[tuple(bwd)]
+        g = np.where(mf & mb, (hf - hb) / 2.0, np.where(mf, hf - height, np.where(mb, height - hb, 0.0)))
+        out.append(np.where(mask, g, 0.0).astype(np.float32))
+    return out[0], out[1]
+
+
+def surface_frames(slope_y: torch.Tensor, slope_z: torch.Tensor, sigma: float, flatness: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales and rotations of flat Gaussians on the surface X = f(Y, Z), in closed form.
+
+    The local x axis is the surface normal n = (1, -f_Y, -f_Z)/|.|; the rotation
+    is the minimal one taking world X to n, followed by a twist about n (folded
+    into +-45 degrees) that aligns one local axis with the slope direction, the
+    axis stretched by sqrt(1 + |grad f|^2) to cover the pixel's footprint on
+    the slope. A flat surface gives the identity rotation.
+
+    Args:
+        slope_y: [N] dX/dY.
+        slope_z: [N] dX/dZ.
+        sigma: standard deviation across the surface per unit (Y, Z), world units.
+        flatness: standard deviation along the normal / `sigma`.
+
+    Returns:
+        log_scales: [N,3].
+        quats: [N,4] unit (w,x,y,z).
+    """
+    g2 = slope_y ** 2 + slope_z ** 2
+    inv = torch.rsqrt(1.0 + g2)
+    nx, ny, nz = inv, -slope_y * inv, -slope_z * inv
+    q0 = torch.stack([1.0 + nx, torch.zeros_like(nx), -nz, ny], -1)      # half-way quaternion X -> n
+    q0 = q0 / q0.norm(dim=-1, keepdim=True)
+    phi = torch.atan2(slope_z, slope_y)
+    quarter = torch.round(phi / (math.pi / 2))
+    twist = phi - quarter * (math.pi / 2)
+    qt = torch.stack([torch.cos(twist / 2), torch.sin(twist / 2), torch.zeros_like(twist), torch.zeros_like(twist)], -1)
+    stretched = sigma * torch.sqrt(1.0 + g2)
+    plain = torch.full_like(stretched, sigma)
+    odd = (quarter.abs() % 2) == 1
+    scales = torch.stack([torch.full_like(plain, flatness * sigma), torch.where(odd, plain, stretched),
+                          torch.where(odd, stretched, plain)], -1)
+    return torch.log(scales), quat_multiply(q0, qt)
+
+
+def mirror_x(quats: torch.Tensor) -> torch.Tensor:
+    """Quaternions [N,4] of the Gaussians mirrored through the plane X = 0: (w,x,y,z) -> (w,x,-y,-z)."""
+    return quats * quats.new_tensor([1.0, 1.0, -1.0, -1.0])
+
+
+def rim_walls(mask: np.ndarray, height: np.ndarray, colour: np.ndarray, back_colour: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample wall points along the silhouette rim, about one pixel apart in X.
+
+    Args:
+        mask: [H,W] bool.
+        height: [H,W] float32 pixels.
+        colour, back_colour: [H,W,3] float32 0..1.
+
+    Returns:
+        uv: [M,2] float64 pixel coordinates (u, v) moved half a pixel outward onto the silhouette.
+        x_px: [M] height of each wall point, pixels (from -h to +h of its rim pixel).
+        outward: [M,2] unit outward direction in (u, v).
+        step_px: [M] spacing of the wall points in X, pixels.
+        rgb: [M,3] colour.
+    """
+    eroded = cv2.erode(mask.astype(np.uint8), np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8))
+    rim = mask & ~eroded.astype(bool)
+    vs, us = np.nonzero(rim)
+    smooth = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
+    gv, gu = np.gradient(smooth)
+    out = -np.stack([gu[vs, us], gv[vs, us]], -1)
+    out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-9)
+    h = height[vs, us].astype(np.float64)
+    count = np.maximum(1, np.ceil(2.0 * h)).astype(np.int64)
+    rep = np.repeat(np.arange(len(vs)), count)
+    j = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
+    step = 2.0 * h[rep] / count[rep]
+    x_px = -h[rep] + (j + 0.5) * step
+    uv = np.stack([us[rep], vs[rep]], -1) + 0.5 * out[rep]
+    t = ((x_px / np.maximum(h[rep], 1e-9)) + 1.0) / 2.0
+    rgb = t[:, None] * colour[vs, us][rep] + (1 - t[:, None]) * back_colour[vs, us][rep]
+    return uv, x_px, out[rep], step, rgb
+
+
+def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, extent: float = 0.8,
+                back_shade: float = 0.9, side_walls: bool = True, opacity: float = 0.95,
+                footprint: float = 0.6, flatness: float = 0.1) -> Gaussians:
+    """Turn a cutout and its relief height into a closed set of Gaussians (see the module docstring).
+
+    Args:
+        image: [S,S,3] float32 0..1 on white.
+        alpha: [S,S] float32 0..1; the silhouette is ``alpha >= 0.5``.
+        height: [S,S] float32 >= 0, front height above the mid-plane, pixels.
+        extent: world length of the silhouette's long side.
+        back_shade: colour factor of the back side.
+        side_walls: add rim walls.
+        opacity: opacity of every Gaussian.
+        footprint: standard deviation across the surface, in pixel footprints.
+        flatness: standard deviation along the normal / across it.
+
+    Returns:
+        Gaussians on the CPU, SH degree 0.
+
+    Raises:
+        ValueError: an empty silhouette.
+    """
+    mask = alpha >= 0.5
+    if not mask.any():
+        raise ValueError("`alpha` must contain a silhouette (alpha >= 0.5), got none")
+    size = mask.shape[1]
+    vs, us = np.nonzero(mask)
+    p = extent / float(max(np.ptp(us), np.ptp(vs)) + 1)
+    colour = uncomposite(image, alpha)
+    back = colour * back_shade
+    du, dv = masked_gradient(height, mask)
+    slope = np.stack([du[vs, us], -dv[vs, us]], -1)                          # dX/dY, dX/dZ
+    norm = np.linalg.norm(slope, axis=-1, keepdims=True)
+    slope = torch.from_numpy(slope * np.minimum(1.0, MAX_SLOPE / np.maximum(norm, 1e-9))).double()
+    y = (us + 0.5 - size / 2.0) * p
+    z = -(vs + 0.5 - size / 2.0) * p
+    x = height[vs, us].astype(np.float64) * p
+    sigma = footprint * p
+    log_scales, quats = surface_frames(slope[:, 0], slope[:, 1], sigma, flatness)
+    means = [np.stack([x, y, z], -1), np.stack([-x, y, z], -1)]
+    scales_l, quats_l = [log_scales, log_scales], [quats, mirror_x(quats)]
+    rgbs = [colour[vs, us], back[vs, us]]
+    if side_walls:
+        uv, x_px, out, step, rgb = rim_walls(mask, height, colour, back)
+        means.append(np.stack([x_px * p, (uv[:, 0] - size / 2.0) * p, -(uv[:, 1] - size / 2.0) * p], -1))
+        # Local x along world X (up the wall), local z = outward normal (0, out_u, -out_v): a rotation about X.
+        beta = torch.from_numpy(np.arctan2(-out[:, 1], out[:, 0]) - np.pi / 2)
+        quats_l.append(torch.stack([torch.cos(beta / 2), torch.sin(beta / 2), torch.zeros_like(beta),
+                                    torch.zeros_like(beta)], -1))
+        s_x = np.maximum(step, 1.0) * footprint * p
+        scales_l.append(torch.from_numpy(np.log(np.stack([s_x, np.full_like(s_x, sigma),
+                                                          np.full_like(s_x, flatness * sigma)], -1))))
+        rgbs.append(rgb)
+    return _assemble(np.concatenate(means), torch.cat(scales_l), torch.cat(quats_l), np.concatenate(rgbs), opacity)
+
+
+def _assemble(means: np.ndarray, log_scales: torch.Tensor, quats: torch.Tensor, rgb: np.ndarray,
+              opacity: float) -> Gaussians:
+    reach = np.abs(means).max()
+    shrink = min(1.0, BOX_LIMIT / reach) if reach > 0 else 1.0
+    n = len(means)
+    return Gaussians(
+        means=torch.from_numpy(means * shrink).float(),
+        quats=quats.float(),
+        log_scales=(log_scales + math.log(shrink)).float(),
+        opacity_logits=torch.full((n,), math.log(opacity / (1.0 - opacity)), dtype=torch.float32),
+        sh_dc=rgb_to_sh_dc(torch.from_numpy(np.ascontiguousarray(rgb)).float()),
+        sh_rest=torch.zeros(n, 0, 3),
+    )
