@@ -100,7 +100,8 @@ class FormatError(AIModuleError):
 class StageFailed(AIModuleError):
     """An unexpected error inside a stage. The original exception is ``__cause__``.
 
-    Errors that are already `AIModuleError` (e.g. `InputError`) are not wrapped.
+    Not wrapped: `AIModuleError`s (e.g. `InputError`), and environment trouble
+    worth a retry (OSError, MemoryError, torch.cuda.OutOfMemoryError).
 
     Args:
         stage: the stage that failed.

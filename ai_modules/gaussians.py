@@ -81,7 +81,7 @@ class Gaussians:
         return Gaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def to(self, device: str | torch.device) -> Gaussians:
-        """Return a copy on `device` (self when already there)."""
+        """Return the Gaussians on `device` (tensors already there are shared, not copied)."""
         return self._map(lambda t: t.to(device))
 
     def clone(self) -> Gaussians:

@@ -63,7 +63,8 @@ class SegmentSettings:
     border_fraction: float = field(default=0.03, metadata=_rule(
         "float", "width of the border band that samples the background, fraction of the long side", lo=0.005, hi=0.2))
     color_threshold: float = field(default=12.0, metadata=_rule(
-        "float", "minimum CIELAB distance from the background colours that counts as object", lo=1.0, hi=100.0))
+        "float", "CIELAB distance from the background colours that counts as object (raised to 1.5x the "
+        "border's own spread on textured backgrounds)", lo=1.0, hi=100.0))
     grabcut_iterations: int = field(default=4, metadata=_rule(
         "int", "GrabCut refinement iterations (0 = colour model only)", lo=0, hi=20))
     min_area_fraction: float = field(default=0.005, metadata=_rule(

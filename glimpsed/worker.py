@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 PipelineFn = Callable[..., Any]
 PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite
+CANCEL_CHECK_INTERVAL = 1.0  # seconds between looks at a job's cancel flag while it runs
 
 
 def load_pipeline(entry: str) -> PipelineFn:
@@ -124,9 +125,15 @@ class Worker:
         timed_out = threading.Event()
         last = {"stage": None, "at": 0.0}
 
+        cancel_checked = [0.0]
+
         def should_stop() -> bool:
+            now = time.monotonic()
             if self.clock() - started > self.config.jobs.timeout_seconds:
                 timed_out.set()
+            if now - cancel_checked[0] >= CANCEL_CHECK_INTERVAL:
+                cancel_checked[0] = now
+                keeper.cancelled = keeper.cancelled or self.store.cancel_requested(job.id)
             return self.stop.is_set() or keeper.cancelled or keeper.lost or timed_out.is_set() or self._orphaned()
 
         def on_progress(stage: str, fraction: float, message: str) -> None:

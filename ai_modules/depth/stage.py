@@ -10,7 +10,8 @@ import numpy as np
 
 from ..base import NO_HOOKS, Stage, StageHooks, check_array
 from ..errors import FormatError
-from ..fileio import load_npy, map_files, save_npy, save_png
+from ..fileio import map_files
+from ..imageio import load_npy, save_npy, save_png
 from ..settings import DepthSettings
 from . import functional as F
 

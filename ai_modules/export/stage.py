@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..base import NO_HOOKS, Stage, StageHooks
-from ..errors import FormatError
-from ..fileio import load_image, map_files, save_png, write_bytes
+from ..errors import FormatError, InputError
+from ..fileio import map_files, write_bytes
+from ..imageio import load_image, save_png
 from ..gaussians import Gaussians
 from ..settings import ExportSettings
 from .functional import splat_bytes, to_file_frame
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExportInputs:
-    """Attributes:
+    """What to export.
+
+    Attributes:
         gaussians: Gaussians in the world frame.
     """
 
@@ -125,5 +128,8 @@ class ExportStage(Stage):
             if len(out.splat) % 32:
                 raise FormatError(f"{paths['splat']}: size {len(out.splat)} is not a multiple of 32")
         if "preview" in paths:
-            out.preview = load_image(paths["preview"])[0]
+            try:
+                out.preview = load_image(paths["preview"])[0]
+            except InputError as exc:
+                raise FormatError(f"{paths['preview']}: not a readable PNG") from exc
         return out

@@ -38,6 +38,7 @@ from ..gaussians import Gaussians, rgb_to_sh_dc
 from ..geometry import quat_multiply
 
 MAX_SLOPE = 4.0
+FLAT_SLOPE = 0.05
 BOX_LIMIT = 0.49  # means are scaled down uniformly if any coordinate would leave [-0.49, 0.49]
 
 
@@ -80,7 +81,7 @@ def surface_frames(slope_y: torch.Tensor, slope_z: torch.Tensor, sigma: float, f
     is the minimal one taking world X to n, followed by a twist about n (folded
     into +-45 degrees) that aligns one local axis with the slope direction, the
     axis stretched by sqrt(1 + |grad f|^2) to cover the pixel's footprint on
-    the slope. A flat surface gives the identity rotation.
+    the slope. A flat surface (slope < `FLAT_SLOPE`) gives the identity rotation.
 
     Args:
         slope_y: [N] dX/dY.
@@ -97,7 +98,8 @@ def surface_frames(slope_y: torch.Tensor, slope_z: torch.Tensor, sigma: float, f
     nx, ny, nz = inv, -slope_y * inv, -slope_z * inv
     q0 = torch.stack([1.0 + nx, torch.zeros_like(nx), -nz, ny], -1)      # half-way quaternion X -> n
     q0 = q0 / q0.norm(dim=-1, keepdim=True)
-    phi = torch.atan2(slope_z, slope_y)
+    # Below FLAT_SLOPE the twist direction is noise and the stretch under 0.13%: no twist, identity-ish.
+    phi = torch.where(g2 < FLAT_SLOPE ** 2, torch.zeros_like(g2), torch.atan2(slope_z, slope_y))
     quarter = torch.round(phi / (math.pi / 2))
     twist = phi - quarter * (math.pi / 2)
     qt = torch.stack([torch.cos(twist / 2), torch.sin(twist / 2), torch.zeros_like(twist), torch.zeros_like(twist)], -1)

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..base import NO_HOOKS, Stage, StageHooks, check_array
 from ..errors import FormatError, InputError
-from ..fileio import load_image, map_files, save_png
+from ..fileio import map_files
+from ..imageio import load_image, save_png
 from ..settings import SegmentSettings
 from . import functional as F
 
@@ -111,7 +112,10 @@ class SegmentStage(Stage):
             FormatError: missing or not an RGBA image.
         """
         path = map_files(Path(directory), {"cutout": self.artifact})["cutout"]
-        rgb, alpha = load_image(path)
+        try:
+            rgb, alpha = load_image(path)
+        except InputError as exc:
+            raise FormatError(f"{path}: not a readable PNG") from exc
         if alpha is None:
             raise FormatError(f"{path}: expected an RGBA image")
         return SegmentOutputs(rgb.astype(np.float32) / 255.0, alpha.astype(np.float32) / 255.0)

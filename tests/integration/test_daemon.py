@@ -187,8 +187,8 @@ def test_cancel_a_running_job(start_daemon, photo, tmp_path):
     d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
     (job,) = d.jobs("running")
     assert "will stop" in d.cli("cancel", job.id).stdout
+    d.wait_jobs("cancelled", 1, timeout=30)  # the gate stays shut: only the cancel can end the wait
     (gate / "open").touch()
-    d.wait_jobs("cancelled", 1, timeout=30)
     assert (d.root / "failed" / "clock.jpg").exists() and d.published() == []
     assert "queued again" in d.cli("retry", job.id).stdout
     (done,) = d.wait_jobs("done", 1)

@@ -1,0 +1,59 @@
+"""The depth stage: silhouette inflation and rim confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai_modules.depth import DepthInputs, DepthStage, inflate, poisson_inflation, rim_confidence
+from ai_modules.settings import DepthSettings
+
+
+def disc_mask(size: int = 128, radius: float = 40.0, centre: float = 64.0) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (xx + 0.5 - centre) ** 2 + (yy + 0.5 - centre) ** 2 < radius ** 2
+
+
+def test_poisson_solution_of_a_disc_is_the_paraboloid():
+    mask = disc_mask()
+    u = poisson_inflation(mask)
+    assert (u[mask] > 0).all() and (u[~mask] == 0).all()
+    # -laplacian(u) = 1 with u = 0 just outside: u = (R^2 - r^2) / 4, R ~ 40.5 on the grid.
+    assert u.max() == pytest.approx(40.5 ** 2 / 4, rel=0.03)
+
+
+def test_inflated_disc_is_a_rounded_dome_with_its_top_in_the_middle():
+    mask = disc_mask()
+    h = inflate(mask, thickness=0.5)
+    assert h.dtype == np.float32
+    assert (h[mask] > 0).all() and (h[~mask] == 0).all()
+    top = np.unravel_index(np.argmax(h), h.shape)
+    assert abs(top[0] - 63.5) <= 1.5 and abs(top[1] - 63.5) <= 1.5
+    assert h.max() == pytest.approx(0.5 * 40.5, rel=0.03)                # thickness 0.5: half-depth R/2
+    assert h[64, 64 + 38] < 0.5 * h.max()                                # rounded: drops fast at the rim
+    assert np.allclose(inflate(mask, 1.0), 2 * h, rtol=1e-5)
+
+
+def test_confidence_is_zero_at_the_rim_and_one_inside():
+    mask = disc_mask()
+    conf = rim_confidence(mask, ramp_px=8.0)
+    assert conf[64, 64] == 1.0 and (conf[~mask] == 0).all()
+    assert conf[64, 64 + 39] < 0.2
+    assert conf.min() >= 0 and conf.max() <= 1
+
+
+def test_stage_runs_saves_and_loads(tmp_path):
+    mask = disc_mask()
+    alpha = mask.astype(np.float32)
+    image = np.ones((128, 128, 3), np.float32)
+    stage = DepthStage(DepthSettings())
+    out = stage.run(DepthInputs(image, alpha))
+    assert out.depth.shape == (128, 128) and out.confidence.shape == (128, 128)
+    assert out.metrics["object_long_side_px"] == 80
+    files = stage.save(out, tmp_path)
+    assert set(files) == {"depth", "confidence", "depth_preview"}
+    assert (tmp_path / "depth.png").is_file()
+    back = stage.load_outputs(tmp_path)
+    assert np.array_equal(back.depth, out.depth) and np.array_equal(back.confidence, out.confidence)
+    with pytest.raises(ValueError, match="`alpha` must be"):
+        stage.run(DepthInputs(image, alpha[:10]))

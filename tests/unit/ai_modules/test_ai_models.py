@@ -1,0 +1,34 @@
+"""models.model_inventory: pure filesystem checks of the planned learned backends."""
+
+from __future__ import annotations
+
+from ai_modules.errors import ModelNotAvailable
+from ai_modules.models import model_inventory
+
+
+def test_inventory_reports_missing_and_present_models(tmp_path):
+    models = tmp_path / "models"
+    (models / "syncdreamer").mkdir(parents=True)
+    (models / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")
+    (models / "depth" / "dpt-hybrid-midas").mkdir(parents=True)
+    (models / "depth" / "dpt-hybrid-midas" / "config.json").write_text("{}")
+    u2net_home = tmp_path / "u2"
+    u2net_home.mkdir()
+    (u2net_home / "u2net.onnx").write_bytes(b"x")
+    rows = {r.name: r for r in model_inventory(models, env={"U2NET_HOME": str(u2net_home)})}
+    assert {r.stage for r in rows.values()} == {"segment", "multiview", "depth", "enhance"}
+    assert rows["syncdreamer-pretrain"].present and rows["dpt-hybrid-midas"].present
+    assert rows["u2net"].present and rows["u2net"].path == u2net_home / "u2net.onnx"
+    missing = rows["isnet-general-use"]
+    assert not missing.present and missing.path == models / "u2net" / "isnet-general-use.onnx"
+    err = missing.error()
+    assert isinstance(err, ModelNotAvailable) and "isnet-general-use.onnx" in str(err) and "fetch it" in str(err)
+    assert not rows["sdxl-base"].present and rows["sdxl-base"].kind == "dir"
+    assert missing.to_dict()["present"] is False
+
+
+def test_inventory_without_models_dir(tmp_path):
+    rows = model_inventory(None, env={"U2NET_HOME": str(tmp_path)})
+    syncdreamer = next(r for r in rows if r.name == "syncdreamer-pretrain")
+    assert syncdreamer.path is None and not syncdreamer.present
+    assert "<models_dir>/syncdreamer/syncdreamer-pretrain.ckpt" in str(syncdreamer.error())
