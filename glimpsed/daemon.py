@@ -153,12 +153,12 @@ class Daemon:
     def step(self) -> None:
         """Intake, then (every few seconds) leases, worker health and the heartbeat."""
         intake = self.intake
-        if intake.watcher is None or not intake.watcher_alive():
-            self._start_watcher()
         intake.poll()
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+            if not intake.watcher_alive():
+                self._start_watcher()  # the share came back, or the observer died: rescans cover the gap
             for job_id in self.store.requeue_expired():
                 log.warning("job_requeued", job_id=job_id, reason="lease expired")
             self._supervise()
