@@ -71,14 +71,17 @@ def prepare(config: DaemonConfig) -> JobStore:
     return store
 
 
-def worker_main(config: DaemonConfig, device: str, stop: Any, parent_pid: int) -> None:
-    """Entry of a worker process: loop over due jobs until `stop` is set or the daemon is gone."""
+def worker_main(config: DaemonConfig, device: str, parent_pid: int) -> None:
+    """Entry of a worker process: loop over due jobs until SIGTERM or until the daemon is gone.
+
+    SIGTERM (from the daemon, or from a `kill` of the process group) means: finish the current
+    stage, put the job back in the queue, exit.
+    """
     from glimpsed.worker import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the daemon, which decides
     local_stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
-    threading.Thread(target=lambda: (stop.wait(), local_stop.set()), daemon=True).start()
     configure_logging(config.logging.format, config.logging.level)
     structlog.contextvars.bind_contextvars(worker=f"{device}:{os.getpid()}")
     store = JobStore(config.path("db"), migrate=False)
@@ -107,7 +110,6 @@ class Daemon:
         self.config = config
         self.pipeline_version = pipeline_version
         self.ctx = mp.get_context("spawn")
-        self.stop_workers = self.ctx.Event()
         self.stopping = False
         self.stop_now = False
         self.store: JobStore | None = None
@@ -173,17 +175,18 @@ class Daemon:
         notify("STOPPING=1")
         self._heartbeat("stopping")
         self.intake.stop_watching()
-        self.stop_workers.set()
+        for slot in self.slots:
+            if slot.process.is_alive():
+                slot.process.terminate()  # SIGTERM: the worker finishes its stage, requeues the job, exits
         for slot in self.slots:
             while slot.process.is_alive():
                 slot.process.join(0.2)
                 if self.stop_now:
-                    slot.process.terminate()
-                    slot.process.join(10)
-                    if slot.process.is_alive():
-                        slot.process.kill()
+                    slot.process.kill()
                 if self._watchdog:
                     notify("WATCHDOG=1")  # still making progress towards a clean stop
+        for job_id in self.store.recover_dead_local(socket.gethostname(), pid_alive):
+            log.info("job_requeued", job_id=job_id, reason="its worker was stopped at once")
         self._heartbeat("stopped")
         log.info("daemon_stopped", **{k: v for k, v in self.store.counts().items() if k in ("queued", "running")})
         self.store.close()
@@ -205,7 +208,7 @@ class Daemon:
 
     def _start_worker(self, slot: _Slot) -> None:
         slot.process = self.ctx.Process(target=worker_main, name=f"glimpsed-worker-{slot.device}",
-                                        args=(self.config, slot.device, self.stop_workers, os.getpid()))
+                                        args=(self.config, slot.device, os.getpid()))
         slot.process.start()
         slot.started_at = time.monotonic()
         slot.pids.append(slot.process.pid)

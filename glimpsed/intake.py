@@ -67,8 +67,7 @@ class Intake:
         self.watcher = InboxWatcher(self.inbox, self.rules, recursive=self.config.watch.recursive,
                                     mode=self.config.watch.mode, poll_interval=self.config.watch.poll_interval,
                                     on_path=self.tracker.track)
-        if self.watcher.start():
-            log.info("watch_started", inbox=str(self.inbox), mode=self.watcher.mode, reason=self.watcher.mode_reason)
+        self.watcher.start()  # logs watcher_started with the mode and why, or why it could not start
 
     def stop_watching(self) -> None:
         if self.watcher is not None:

@@ -159,7 +159,8 @@ def test_kill_9_mid_job_then_restart_finishes_once(start_daemon, photo, tmp_path
     assert "job_requeued" in [e["event"] for e in d2.store().events(job.id)]
 
 
-def test_sigterm_checkpoints_and_exits_cleanly(start_daemon, photo, tmp_path):
+@pytest.mark.parametrize("target", ["daemon", "process group"])
+def test_sigterm_checkpoints_and_exits_cleanly(start_daemon, photo, tmp_path, target):
     gate = tmp_path / "gate"
     gate.mkdir()
     env = {"GLIMPSED_TEST_GATE": str(gate), "GLIMPSED_TEST_GATE_AFTER": "segment"}
@@ -167,7 +168,11 @@ def test_sigterm_checkpoints_and_exits_cleanly(start_daemon, photo, tmp_path):
     d = start_daemon(pipeline, env)
     drop(d.inbox, "teapot.jpg", photo(10))
     d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
-    assert d.stop(60) == 0
+    if target == "process group":  # as `kill -TERM -PGID` or a terminal's job control would
+        os.killpg(d.proc.pid, signal.SIGTERM)
+        assert d.proc.wait(60) == 0
+    else:
+        assert d.stop(60) == 0
     (job,) = d.jobs()
     assert job.state == "queued" and job.attempts == 0
     assert "job_interrupted" in [e["event"] for e in d.store().events(job.id)]
@@ -193,3 +198,17 @@ def test_cancel_a_running_job(start_daemon, photo, tmp_path):
     assert "queued again" in d.cli("retry", job.id).stdout
     (done,) = d.wait_jobs("done", 1)
     assert done.id == job.id
+
+
+def test_recursive_watch_mirrors_subfolders_and_keep_leaves_originals(start_daemon, photo):
+    d = start_daemon({"watch": {"recursive": True, "rescan_interval": 0.5}, "outbox": {"after_success": "keep"}})
+    (d.inbox / "kitchen" / "2026").mkdir(parents=True)
+    drop(d.inbox / "kitchen" / "2026", "kettle.jpg", photo(12))
+    (job,) = d.wait_jobs("done", 1)
+    folder = d.outbox / "kitchen" / "2026" / "kettle"
+    assert job.output_dir == str(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["tags"] == ["kitchen", "2026"] and manifest["source"]["subfolder"] == "kitchen/2026"
+    assert (d.inbox / "kitchen" / "2026" / "kettle.jpg").exists()  # after_success: keep
+    time.sleep(2.0)  # several rescans see the kept original again
+    assert len(d.jobs()) == 1
