@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,6 @@ class _Slot:
     process: Any = None
     started_at: float = 0.0
     restarts: int = 0
-    pids: list[int] = field(default_factory=list)
 
 
 class Daemon:
@@ -148,7 +147,11 @@ class Daemon:
         self._heartbeat("running")
         notify("READY=1")
         while not self.stopping:
-            self.step()
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - e.g. a store locked past busy_timeout; log it and go on
+                log.exception("step_failed")
+                time.sleep(HOUSEKEEPING_SECONDS)
             time.sleep(STEP_SECONDS)
         return self.shutdown()
 
@@ -211,7 +214,6 @@ class Daemon:
                                         args=(self.config, slot.device, os.getpid()))
         slot.process.start()
         slot.started_at = time.monotonic()
-        slot.pids.append(slot.process.pid)
 
     def _supervise(self) -> None:
         """Restart dead workers; kill a worker whose job overran its timeout by far."""

@@ -17,7 +17,7 @@ import structlog
 
 from glimpsed.config import DaemonConfig
 from glimpsed.errors import RejectedFile
-from glimpsed.ingest import FileChanged, IngestLimits, ingest
+from glimpsed.ingest import FileChanged, IngestedImage, IngestLimits, ingest
 from glimpsed.outbox import dispose_original, move_aside, write_error_json
 from glimpsed.store import DuplicateJob, Job, JobStore, new_job_id
 from glimpsed.watcher import IgnoreRules, InboxWatcher, StabilityTracker, check_inbox, scan_folder
@@ -101,7 +101,13 @@ class Intake:
         if now >= self._next_rescan:
             self.rescan()
             self._next_rescan = now + self.config.watch.rescan_interval
-        return [self.take(path) for path in self.tracker.get_stable_files()]
+        taken = []
+        for path in self.tracker.get_stable_files():
+            try:
+                taken.append(self.take(path))
+            except Exception as exc:  # noqa: BLE001 - one bad file must never stop intake; the rescan retries it
+                log.error("intake_failed", source=str(path), error=f"{type(exc).__name__}: {exc}")
+        return taken
 
     # -- taking one file --------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class Intake:
                 "hint": exc.hint, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return Taken("rejected", job, exc.reason)
 
-    def _skip(self, path: Path, rel_dir: str, image: object, existing: Job, from_inbox: bool) -> Taken:
+    def _skip(self, path: Path, rel_dir: str, image: IngestedImage, existing: Job, from_inbox: bool) -> Taken:
         job = self.store.record_outcome_without_run(
             state="skipped", source_path=str(path), source_name=path.name, rel_dir=rel_dir,
             sha256=image.sha256, size=image.bytes, pipeline_version=self.pipeline_version,

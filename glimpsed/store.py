@@ -472,9 +472,6 @@ class JobStore:
         rows = list(self.db.query("SELECT * FROM daemon WHERE id = 1"))
         return rows[0] if rows else None
 
-    def iter_all(self) -> Iterator[Job]:
-        for row in self.db.query("SELECT * FROM jobs ORDER BY created_at"):
-            yield Job.from_row(row)
 
 
 class DuplicateJob(StoreError):

@@ -152,7 +152,7 @@ class Worker:
         try:
             result = self.pipeline(workdir / "input" / "image.png", settings, workdir,
                                    on_progress=on_progress, should_stop=should_stop)
-            if should_stop() and keeper.lost:
+            if keeper.lost:
                 raise PipelineStopped("publish")
             return self._publish(job, result, bound)
         except PipelineStopped as exc:

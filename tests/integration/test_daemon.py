@@ -31,7 +31,7 @@ def test_copy_into_inbox_publishes_a_result(start_daemon, photo, mode):
                                   "bytes": len(data), "subfolder": ""}
     assert [s["name"] for s in manifest["stages"]] == ["segment", "depth", "lift", "export"]
     assert all(s["backend"] and s["duration_s"] >= 0 for s in manifest["stages"])
-    for kind, entry in manifest["outputs"].items():
+    for entry in manifest["outputs"].values():
         blob = (folder / entry["file"]).read_bytes()
         assert entry["bytes"] == len(blob) and entry["sha256"] == hashlib.sha256(blob).hexdigest()
     assert not (d.inbox / "chair.jpg").exists()

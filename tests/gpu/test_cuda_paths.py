@@ -1,0 +1,42 @@
+"""CUDA paths of the daemon: gsplat's rasterizer as `doctor` checks it, and the pipeline on a GPU worker."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(autouse=True)
+def _extensions_dir(tmp_path_factory):
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.getbasetemp() / "torch_extensions"))
+
+
+def test_doctor_compiles_and_runs_gsplat():
+    from glimpsed.doctor import _gsplat_compiles
+
+    check = _gsplat_compiles()
+    assert check.status == "ok", check.detail
+
+
+def test_pipeline_runs_on_the_gpu_worker_device(tmp_path):
+    from glimpsed.batch import submit
+    from glimpsed.config import load_config
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "outbox").mkdir()
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.full((240, 320, 3), 205, np.uint8)
+    img[((xx - 160) / 70) ** 2 + ((yy - 120) / 90) ** 2 <= 1] = (200, 90, 40)
+    Image.fromarray(img).save(tmp_path / "disc.png")
+    config = load_config(None, env={}, overrides={"paths.root": str(tmp_path), "worker.devices": "cuda:0"})
+    ((_, taken, job),) = submit(config, [tmp_path / "disc.png"], "gpu-test")
+    assert job is not None and job.state == "done", (taken, job)
+    manifest = json.loads((tmp_path / "outbox" / "disc" / "manifest.json").read_text())
+    assert manifest["device"] == "cuda:0"
