@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test run test test-all clean
+.PHONY: install install-test tools run test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,22 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# Third-party checkers the tests run on our files (Khronos glTF validator, PlayCanvas splat-transform).
+tools/node_modules/.installed: tools/package-lock.json
+	npm ci --prefix tools --ignore-scripts --no-audit --no-fund
+	touch $@
+
+tools: tools/node_modules/.installed
+
 run: install
 	mkdir -p var/inbox var/outbox
 	@echo "inbox: $(CURDIR)/var/inbox   outbox: $(CURDIR)/var/outbox"
 	$(VENV)/bin/glimpsed run $(ARGS)
 
-test: install-test
+test: install-test tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: install-test
+test-all: install-test tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 clean:
