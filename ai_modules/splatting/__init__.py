@@ -1,0 +1,6 @@
+"""Gaussian splatting renderer: one `render()` over two backends (gsplat on CUDA, plain torch elsewhere)."""
+
+from .projection import Projection, project
+from .renderer import RenderOptions, RenderOutput, render, sh_colors
+
+__all__ = ["Projection", "RenderOptions", "RenderOutput", "project", "render", "sh_colors"]
