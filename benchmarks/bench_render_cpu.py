@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,18 +34,7 @@ from ai_modules.gaussians import Gaussians  # noqa: E402
 from ai_modules.pipeline import peak_rss_mb  # noqa: E402
 from ai_modules.splatting import render  # noqa: E402
 from ai_modules.splatting.scenes import ring_cameras, textured_sphere  # noqa: E402
-
-PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=False, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
+from benchmarks.common import GAUSSIAN_TENSORS as PARAMS, commit  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

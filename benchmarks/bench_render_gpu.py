@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,18 +29,7 @@ import torch  # noqa: E402
 from ai_modules.gaussians import Gaussians  # noqa: E402
 from ai_modules.splatting import render  # noqa: E402
 from ai_modules.splatting.scenes import ring_cameras, textured_sphere  # noqa: E402
-
-PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=False, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
+from benchmarks.common import GAUSSIAN_TENSORS as PARAMS, commit  # noqa: E402
 
 def timed(fn, repeats: int) -> tuple[float, float]:
     """(median ms, peak MiB allocated) of `fn` over `repeats` synchronised calls."""
