@@ -133,7 +133,8 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
             opt.zero_grad(set_to_none=True)
         means_decay.step()
         if strategy is not None:
-            strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+            strategy.step_post_backward(params, optimizers, state, step, info,
+                                        packed=info["gaussian_ids"] is not None)  # gsplat's meta is packed
         if on_step is not None and step % 50 == 0:
             on_step(step, {"loss": float(loss.detach()), "num_gaussians": params["means"].shape[0],
                            "seconds": time.monotonic() - start})
