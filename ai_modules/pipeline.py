@@ -38,7 +38,7 @@ from .fileio import write_json
 from .records import PipelineResult, StageRecord
 from .settings import PipelineSettings, parse_settings
 
-PIPELINE_VERSION: str = "0.1-embedded"
+PIPELINE_VERSION: str = "0.2-embedded"
 STAGES: tuple[str, ...] = ("segment", "depth", "lift", "export")
 DONE = "done.json"
 

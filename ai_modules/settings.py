@@ -34,7 +34,9 @@ EMBEDDED_BACKENDS: dict[str, str] = {
     "lift": "relief",
     "export": "inria",
 }
-EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "preview")
+#: Every format the export stage can write; `ExportSettings.formats` defaults to all but `splat_glb` (the Khronos
+#: glTF validator does not know KHR_gaussian_splatting's attribute names yet).
+EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "glb", "splat_glb", "preview", "turntable")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -108,8 +110,9 @@ class ExportSettings:
     """Settings of the `export` stage (Gaussians -> files)."""
 
     backend: str = _backend("export")
-    formats: tuple[str, ...] = field(default=EXPORT_FORMATS, metadata=_rule(
-        "tuple", "files to write: any of ply, splat, preview", choices=EXPORT_FORMATS, item="str"))
+    formats: tuple[str, ...] = field(default=("ply", "splat", "glb", "preview", "turntable"), metadata=_rule(
+        "tuple", "files to write: any of ply, splat, glb (mesh), splat_glb (KHR_gaussian_splatting), preview, "
+        "turntable", choices=EXPORT_FORMATS, item="str"))
     ply_sh_degree: int = field(default=3, metadata=_rule(
         "int", "SH degree of the .ply (higher coefficients are padded with zeros)", lo=0, hi=3))
     on_nonfinite: str = field(default="drop", metadata=_rule(
@@ -119,6 +122,20 @@ class ExportSettings:
         "tuple", "azimuths of the preview views, degrees (1 to 8 views)", lo=1, hi=8, item="float"))
     preview_elevation: float = field(default=30.0, metadata=_rule(
         "float", "elevation of the preview views, degrees", lo=-89.0, hi=89.0))
+    mesh_views: int = field(default=8, metadata=_rule(
+        "int", "views in the 30 deg ring rendered for the .glb mesh (plus half as many at -30 deg)", lo=4, hi=64))
+    mesh_view_size: int = field(default=128, metadata=_rule(
+        "int", "side of the views rendered for the .glb mesh, pixels", lo=32, hi=1024))
+    mesh_voxels: int = field(default=128, metadata=_rule(
+        "int", "TSDF cells per axis over the object box for the .glb mesh", lo=32, hi=256))
+    mesh_max_faces: int = field(default=50_000, metadata=_rule(
+        "int", "face budget of the .glb mesh after decimation", lo=1000, hi=1_000_000))
+    turntable_frames: int = field(default=16, metadata=_rule(
+        "int", "frames of the turntable animation (one turn)", lo=2, hi=120))
+    turntable_size: int = field(default=192, metadata=_rule(
+        "int", "side of the turntable frames, pixels", lo=32, hi=1024))
+    turntable_elevation: float = field(default=20.0, metadata=_rule(
+        "float", "elevation of the turntable camera, degrees", lo=-89.0, hi=89.0))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ OUTPUT_NAMES = {
     "ply": "{name}.ply",
     "splat": "{name}.splat",
     "glb": "{name}.glb",
+    "splat_glb": "{name}.splats.glb",
     "preview": "preview.png",
     "turntable": "turntable.webp",
 }

@@ -1,8 +1,10 @@
-"""The `export` stage: Gaussians -> .ply (Inria layout), .splat and a preview (backend `inria`)."""
+"""The `export` stage: Gaussians -> .ply (Inria layout), .splat, mesh .glb, splat .glb, preview and turntable
+(backend `inria`)."""
 
 from .functional import WORLD_TO_FILE, splat_bytes, splat_records, to_file_frame
-from .preview import contact_sheet, render_points
-from .stage import ExportInputs, ExportOutputs, ExportStage
+from .preview import animated_webp, contact_sheet, mesh_cameras, render_views, turntable_frames
+from .stage import ExportInputs, ExportOutputs, ExportStage, gaussians_to_mesh
 
-__all__ = ["WORLD_TO_FILE", "ExportInputs", "ExportOutputs", "ExportStage", "contact_sheet", "render_points",
-           "splat_bytes", "splat_records", "to_file_frame"]
+__all__ = ["WORLD_TO_FILE", "ExportInputs", "ExportOutputs", "ExportStage", "animated_webp", "contact_sheet",
+           "gaussians_to_mesh", "mesh_cameras", "render_views", "splat_bytes", "splat_records", "to_file_frame",
+           "turntable_frames"]

@@ -1,84 +1,79 @@
-"""A small CPU point-splat renderer for preview contact sheets (numpy).
+"""Views of the Gaussians for the exports: the contact sheet, the turntable and the mesh views.
 
-Stopgap: issue 3 replaces it with a proper EWA Gaussian rasterizer (gsplat on
-CUDA, a pure-torch reference on CPU). Until then this draws each Gaussian as an
-isotropic screen-space Gaussian blob:
+Everything here renders through `ai_modules.splatting.render` (gsplat on CUDA,
+the pure-torch tile rasterizer elsewhere) on the device the Gaussians are on,
+under `torch.no_grad()`, a few cameras at a time (`render_views`).
 
-* project the means with a pinhole camera (OpenCV axes, `ai_modules.cameras`);
-* blob standard deviation = focal * sqrt(s2 * s3) / depth (the two largest
-  scales: a flat disc seen face-on), clamped to [0.5, 1.5] pixels, drawn in a
-  (2R+1)^2 window, R = 2;
-* colour from SH DC only (view-dependent bands are ignored), alpha = opacity *
-  blob weight;
-* every fragment is sorted by (pixel, depth) and composited front to back
-  (transmittance by a segmented cumulative sum of log(1 - alpha)), then over
-  the background.
+* `contact_sheet`: a few orbit views side by side, labelled, 4 tiles a row.
+* `turntable_frames`: one turn around the object at a fixed elevation;
+  `animated_webp` encodes the frames.
+* `mesh_cameras`: SyncDreamer's ring (elevation 30, distance 1.5, its field of
+  view) plus a ring at -30 deg with half as many views, for TSDF fusion.
+
+The contact sheet and the turntable frame the object alike: the focal length
+makes the Gaussians' bounding sphere about the origin fill `fill` of the frame.
 """
 
 from __future__ import annotations
 
+import io
 import math
 
 import cv2
 import numpy as np
+import torch
+from PIL import Image
 
-from ..cameras import intrinsics, orbit_camera, project
-from ..gaussians import SH_C0, Gaussians
+from ..cameras import intrinsics, orbit_camera
+from ..gaussians import Gaussians
+from ..splatting import render
 
-RADIUS = 2
-MIN_SIGMA, MAX_SIGMA = 0.5, 1.5
+#: Pixels rendered per `render` call at most (cameras are batched up to this); bounds the rasterizer's memory.
+BATCH_PIXELS = 1 << 17
+#: SyncDreamer's focal length at 256 px (its field of view), and its camera distance.
+SYNCDREAMER_FOCAL_256 = 280.0
+SYNCDREAMER_DISTANCE = 1.5
+#: Length of one turn of the turntable animation, seconds.
+TURNTABLE_SECONDS = 4.0
 
 
-def render_points(g: Gaussians, view: np.ndarray, k: np.ndarray, width: int, height: int,
-                  background: float = 1.0) -> np.ndarray:
-    """Render Gaussians as blobs.
+def render_views(g: Gaussians, viewmats: np.ndarray, ks: np.ndarray, size: int,
+                 background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render square views on the Gaussians' device, a batch of cameras at a time, without gradients.
 
     Args:
-        g: Gaussians in the world frame.
-        view: [4,4] world-to-camera (OpenCV axes).
-        k: [3,3] intrinsics, pixels.
-        width, height: image size.
-        background: grey level of the background, 0..1.
+        g: Gaussians in the world frame (on the device to render on).
+        viewmats: [C,4,4] world-to-camera, OpenCV axes.
+        ks: [C,3,3] intrinsics, pixels.
+        size: side of every view, pixels.
+        background: RGB composited behind the Gaussians, 0..1.
 
     Returns:
-        [H,W,3] float32 0..1.
+        rgb: [C,S,S,3] float32 0..1 (over `background`).
+        alpha: [C,S,S] float32 0..1.
+        depth: [C,S,S] float32 expected camera z (meaningless where alpha is 0).
     """
-    means = g.means.detach().cpu().double().numpy()
-    scales = np.sort(np.exp(g.log_scales.detach().cpu().double().numpy()), axis=1)
-    rgb = np.clip(0.5 + SH_C0 * g.sh_dc.detach().cpu().double().numpy(), 0.0, 1.0)
-    opacity = 1.0 / (1.0 + np.exp(-g.opacity_logits.detach().cpu().double().numpy()))
-    uv, depth = project(means, view, k)
-    visible = depth > 1e-3
-    uv, depth, scales, rgb, opacity = uv[visible], depth[visible], scales[visible], rgb[visible], opacity[visible]
-    sigma = np.clip(k[0, 0] * np.sqrt(scales[:, 1] * scales[:, 2]) / depth, MIN_SIGMA, MAX_SIGMA)
-    rank = np.empty(len(depth), dtype=np.int64)
-    rank[np.argsort(depth, kind="stable")] = np.arange(len(depth))
+    per_call = max(1, BATCH_PIXELS // (size * size))
+    rgbs, alphas, depths = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(viewmats), per_call):
+            out = render(g, viewmats[i:i + per_call], ks[i:i + per_call], size, size, background=background)
+            rgbs.append(out.rgb.float().cpu().numpy())
+            alphas.append(out.alpha[..., 0].float().cpu().numpy())
+            depths.append(out.depth[..., 0].float().cpu().numpy())
+    return np.concatenate(rgbs), np.concatenate(alphas), np.concatenate(depths)
 
-    offs = np.arange(-RADIUS, RADIUS + 1)
-    ox, oy = np.meshgrid(offs, offs)
-    base = np.floor(uv).astype(np.int64)                                       # pixel holding the mean
-    px = base[:, None, 0] + ox.ravel()[None]
-    py = base[:, None, 1] + oy.ravel()[None]
-    d2 = (px + 0.5 - uv[:, None, 0]) ** 2 + (py + 0.5 - uv[:, None, 1]) ** 2
-    alpha = np.minimum(opacity[:, None] * np.exp(-0.5 * d2 / sigma[:, None] ** 2), 0.99)
-    ok = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (alpha > 1.0 / 255.0)
-    pix = (py * width + px)[ok]
-    idx = np.broadcast_to(np.arange(len(depth))[:, None], ok.shape)[ok]
-    alpha = alpha[ok]
 
-    order = np.argsort(pix * len(depth) + rank[idx])                          # by pixel, then near to far
-    pix, idx, alpha = pix[order], idx[order], alpha[order]
-    log_t = np.log1p(-alpha)
-    csum = np.cumsum(log_t)
-    starts = np.r_[True, pix[1:] != pix[:-1]]
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(pix)), 0))
-    before = csum - log_t - (csum[group_start] - log_t[group_start])          # exclusive sum within the pixel
-    weight = np.exp(before) * alpha
-    n_pix = width * height
-    image = np.stack([np.bincount(pix, weight * rgb[idx, c], minlength=n_pix) for c in range(3)], axis=1)
-    remaining = np.exp(np.bincount(pix, log_t, minlength=n_pix))
-    image += background * remaining[:, None]
-    return np.clip(image, 0.0, 1.0).reshape(height, width, 3).astype(np.float32)
+def framing_focal(g: Gaussians, size: int, distance: float, fill: float) -> float:
+    """Focal length (pixels) at which the Gaussians' bounding sphere about the origin has radius `fill` * `size`."""
+    reach = float(g.means.norm(dim=1).max()) if g.num else 0.5
+    reach = min(max(reach, 1e-3), 0.95 * distance)
+    return fill * size * math.sqrt(distance ** 2 - reach ** 2) / reach
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 def contact_sheet(g: Gaussians, azimuths: tuple[float, ...], elevation: float, size: int,
@@ -89,7 +84,7 @@ def contact_sheet(g: Gaussians, azimuths: tuple[float, ...], elevation: float, s
     the origin) projects to a radius of `fill` * `size`.
 
     Args:
-        g: Gaussians in the world frame (object inside [-0.5, 0.5]^3).
+        g: Gaussians in the world frame (object inside [-0.5, 0.5]^3), on the device to render on.
         azimuths: degrees; 0 is the input photo's viewpoint (+X).
         elevation: degrees.
         size: side of one tile, pixels.
@@ -99,15 +94,16 @@ def contact_sheet(g: Gaussians, azimuths: tuple[float, ...], elevation: float, s
 
     Returns:
         [rows*size, cols*size, 3] uint8 RGB on white.
+
+    Example:
+        >>> sheet = contact_sheet(Gaussians.load_ply(Path("model.ply")), (0, 90, 180, 270), 30.0, 256)  # doctest: +SKIP
     """
-    reach = float(g.means.norm(dim=1).max()) if g.num else 0.5
-    reach = min(max(reach, 1e-3), 0.95 * distance)
-    focal = fill * size * math.sqrt(distance ** 2 - reach ** 2) / reach
-    k = intrinsics(focal, size, size)
+    k = intrinsics(framing_focal(g, size, distance, fill), size, size)
+    views = np.stack([orbit_camera(az, elevation, distance) for az in azimuths])
+    rgb, _, _ = render_views(g, views, np.repeat(k[None], len(views), axis=0), size)
     tiles = []
-    for az in azimuths:
-        tile = render_points(g, orbit_camera(az, elevation, distance), k, size, size)
-        tile = np.ascontiguousarray(np.rint(tile * 255.0).astype(np.uint8))
+    for az, tile in zip(azimuths, _to_uint8(rgb)):
+        tile = np.ascontiguousarray(tile)
         if labels:
             cv2.putText(tile, f"az {az:g} el {elevation:g}", (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                         (115, 115, 115), 1, cv2.LINE_AA)
@@ -119,3 +115,55 @@ def contact_sheet(g: Gaussians, azimuths: tuple[float, ...], elevation: float, s
         r, c = divmod(i, cols)
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
     return sheet
+
+
+def turntable_frames(g: Gaussians, frames: int, elevation: float, size: int, distance: float = 1.5,
+                     fill: float = 0.42) -> np.ndarray:
+    """Render one turn around the object: azimuth 360 * i / `frames`, i = 0..frames-1, framed as `contact_sheet`.
+
+    Args:
+        g: Gaussians in the world frame, on the device to render on.
+        frames: number of frames (>= 1).
+        elevation: camera elevation, degrees.
+        size: side of a frame, pixels.
+        distance: camera distance from the origin.
+        fill: projected radius of the bounding sphere / frame side.
+
+    Returns:
+        [F,S,S,3] uint8 RGB on white.
+
+    Raises:
+        ValueError: `frames` < 1.
+    """
+    if frames < 1:
+        raise ValueError(f"`frames` must be >= 1, got {frames}")
+    k = intrinsics(framing_focal(g, size, distance, fill), size, size)
+    views = np.stack([orbit_camera(360.0 * i / frames, elevation, distance) for i in range(frames)])
+    rgb, _, _ = render_views(g, views, np.repeat(k[None], frames, axis=0), size)
+    return _to_uint8(rgb)
+
+
+def animated_webp(frames: np.ndarray, seconds: float = TURNTABLE_SECONDS, quality: int = 80) -> bytes:
+    """Encode [F,H,W,3] uint8 frames as a looping, lossy animated WebP lasting `seconds` per loop."""
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="WEBP", save_all=True, append_images=images[1:],
+                   duration=max(20, round(1000.0 * seconds / len(images))), loop=0, lossless=False, quality=quality)
+    return buf.getvalue()
+
+
+def mesh_cameras(views: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cameras for mesh fusion: SyncDreamer's field of view (f = 280 px at 256 px) at distance 1.5.
+
+    A ring of `views` cameras at elevation 30 deg, azimuth 360 / views * i, and a ring of
+    views // 2 at -30 deg, shifted by half its step so that the two rings interleave.
+
+    Returns:
+        viewmats: [V,4,4] world-to-camera, OpenCV axes; V = views + views // 2.
+        Ks: [V,3,3] intrinsics for `size` x `size` views.
+    """
+    below = views // 2
+    poses = [orbit_camera(360.0 / views * i, 30.0, SYNCDREAMER_DISTANCE) for i in range(views)]
+    poses += [orbit_camera(360.0 / below * (i + 0.5), -30.0, SYNCDREAMER_DISTANCE) for i in range(below)]
+    k = intrinsics(SYNCDREAMER_FOCAL_256 * size / 256.0, size, size)
+    return np.stack(poses), np.repeat(k[None], len(poses), axis=0)

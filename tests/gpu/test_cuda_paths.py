@@ -40,3 +40,19 @@ def test_pipeline_runs_on_the_gpu_worker_device(tmp_path):
     assert job is not None and job.state == "done", (taken, job)
     manifest = json.loads((tmp_path / "outbox" / "disc" / "manifest.json").read_text())
     assert manifest["device"] == "cuda:0"
+
+
+def test_fit_densifies_with_gsplat_on_cuda():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from ai_modules.reconstruct import FitPreset, fit
+    from tests.scenes import dataset
+
+    data = {k: torch.from_numpy(v).float() for k, v in dataset(size=96, train=8).items()}
+    preset = FitPreset(iterations=300, sh_degree=1, densify="default", init_points=3000)
+    g, metrics = fit(data["images"], data["viewmats"], data["Ks"], masks=data["masks"], depths=data["depths"],
+                     preset=preset, device="cuda")
+    assert g.means.is_cuda and metrics["densify"] == "default"
+    assert g.num != 3000 and metrics["train_psnr"] > 22, metrics

@@ -24,7 +24,8 @@ def test_copy_into_inbox_publishes_a_result(start_daemon, photo, mode):
     (job,) = d.wait_jobs("done", 1)
     folder = d.outbox / "chair"
     assert job.output_dir == str(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["chair.ply", "chair.splat", "manifest.json", "preview.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["chair.glb", "chair.ply", "chair.splat", "manifest.json",
+                                                        "preview.png", "turntable.webp"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["job_id"] == job.id
     assert manifest["source"] == {"name": "chair.jpg", "sha256": hashlib.sha256(data).hexdigest(),

@@ -13,6 +13,14 @@ from ai_modules.errors import NoObjectFound, PipelineStopped, SettingsError, Sta
 from ai_modules.ply import header
 
 
+@pytest.fixture
+def small_settings(small_settings: dict) -> dict:
+    """The shared small settings, plus small mesh and turntable sizes (every default format stays on)."""
+    export = {**small_settings["export"], "mesh_views": 4, "mesh_view_size": 64, "mesh_voxels": 32,
+              "mesh_max_faces": 2000, "turntable_frames": 4, "turntable_size": 48}
+    return {**small_settings, "export": export}
+
+
 def mtimes(workdir: Path) -> dict[str, int]:
     return {str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in sorted(workdir.rglob("*")) if p.is_file()}
 
@@ -20,8 +28,10 @@ def mtimes(workdir: Path) -> dict[str, int]:
 def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_settings):
     workdir = tmp_path / "job"
     result = run(disc_png, small_settings, workdir)
-    assert set(result.outputs) == {"ply", "splat", "preview"}
+    assert set(result.outputs) == {"ply", "splat", "glb", "preview", "turntable"}
     assert result.outputs["ply"] == workdir / "export" / "model.ply"
+    assert result.outputs["glb"] == workdir / "export" / "model.glb"
+    assert result.outputs["turntable"] == workdir / "export" / "turntable.webp"
     assert all(p.is_file() for p in result.outputs.values())
     assert [s.name for s in result.stages] == list(STAGES)
     assert [s.backend for s in result.stages] == ["alpha_grabcut", "inflation", "relief", "inria"]

@@ -15,7 +15,7 @@ from ai_modules.settings import (EMBEDDED_BACKENDS, PipelineSettings, default_se
 def test_defaults_round_trip_through_parse():
     defaults = default_settings()
     assert defaults["segment"]["size"] == 256 and defaults["segment"]["object_size"] == 200
-    assert defaults["export"]["formats"] == ["ply", "splat", "preview"]
+    assert defaults["export"]["formats"] == ["ply", "splat", "glb", "preview", "turntable"]
     assert defaults["export"]["ply_sh_degree"] == 3
     assert parse_settings(defaults) == PipelineSettings()
     assert parse_settings(None) == PipelineSettings()
@@ -38,8 +38,8 @@ def test_strings_from_environment_are_coerced():
     ({"segment": {"backend": "rembg"}}, "pipeline.segment.backend", "`auto`, `alpha_grabcut`"),
     ({"depth": {"thickness": "nan"}}, "pipeline.depth.thickness", "must be a number"),
     ({"lift": {"side_walls": "maybe"}}, "pipeline.lift.side_walls", "boolean"),
-    ({"export": {"formats": ["ply", "glb"]}}, "pipeline.export.formats[1]", "`ply`, `splat`, `preview`"),
-    ({"export": {"formats": []}}, "pipeline.export.formats", "1 to 3 items"),
+    ({"export": {"formats": ["ply", "gif"]}}, "pipeline.export.formats[1]", "`ply`, `splat`, `glb`"),
+    ({"export": {"formats": []}}, "pipeline.export.formats", "1 to 6 items"),
     ({"device": "gpu"}, "pipeline.device", "`cuda:N`"),
     ({"segment": {"size": 128, "object_size": 200}}, "pipeline.segment.object_size", "<= `pipeline.segment.size`"),
     ({"segment": 5}, "pipeline.segment", "a mapping"),
