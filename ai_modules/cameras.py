@@ -51,6 +51,25 @@ def intrinsics(focal_px: float, width: int, height: int) -> np.ndarray:
     return np.array([[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]])
 
 
+def ring_cameras(azimuths_deg: list[float] | tuple[float, ...], elevation_deg: float, size: int,
+                 distance: float = 1.5, focal: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Square cameras on a ring around the origin, looking at it (default: SyncDreamer's ring geometry).
+
+    Args:
+        azimuths_deg: one camera per azimuth, degrees (0 = +X).
+        elevation_deg: elevation of the ring, degrees.
+        size: side of the square images, pixels.
+        distance: distance from the origin.
+        focal: focal length in pixels; default SyncDreamer's field of view, 280 px at 256 px.
+
+    Returns:
+        viewmats: [V,4,4] world-to-camera, OpenCV axes; Ks: [V,3,3].
+    """
+    f = 280.0 * size / 256.0 if focal is None else focal
+    views = np.stack([orbit_camera(a, elevation_deg, distance) for a in azimuths_deg])
+    return views, np.repeat(intrinsics(f, size, size)[None], len(views), axis=0)
+
+
 def project(points: np.ndarray, view: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project world points [N,3] to pixels.
 

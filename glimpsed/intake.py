@@ -18,7 +18,7 @@ import structlog
 from glimpsed.config import DaemonConfig
 from glimpsed.errors import RejectedFile
 from glimpsed.ingest import FileChanged, IngestedImage, IngestLimits, ingest
-from glimpsed.outbox import dispose_original, move_aside, write_error_json
+from glimpsed.outbox import dispose_original, iso_utc, set_aside_failed
 from glimpsed.store import DuplicateJob, Job, JobStore, new_job_id
 from glimpsed.watcher import IgnoreRules, InboxWatcher, StabilityTracker, check_inbox, scan_folder
 
@@ -166,10 +166,9 @@ class Intake:
             error_type="RejectedFile", error_message=f"{exc.reason}. {exc.hint}")
         log.warning("file_rejected", job_id=job.id, source=str(path), reason=exc.reason)
         if from_inbox and path.exists():
-            dest = move_aside(path, self.config.path("failed") / rel_dir)
-            write_error_json(dest.with_name(dest.name + ".error.json"), {
+            set_aside_failed(path, self.config.path("failed") / rel_dir, {
                 "job_id": job.id, "source": path.name, "error_type": "RejectedFile", "message": exc.reason,
-                "hint": exc.hint, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                "hint": exc.hint, "failed_at": iso_utc(time.time())})
         return Taken("rejected", job, exc.reason)
 
     def _skip(self, path: Path, rel_dir: str, image: IngestedImage, existing: Job, from_inbox: bool) -> Taken:

@@ -66,7 +66,7 @@ def publish(*, outbox: Path, rel_dir: str, name: str, job_id: str, outputs: dict
             filename = OUTPUT_NAMES.get(kind, f"{{name}}.{kind}").format(name=name)
             files[kind] = _copy_synced(Path(src), staging / filename, fmode, config.group)
         manifest = {**manifest, "schema": MANIFEST_SCHEMA, "job_id": job_id, "outputs": files,
-                    "published_at": _iso(time.time()), "glimpsed_version": __version__}
+                    "published_at": iso_utc(time.time()), "glimpsed_version": __version__}
         _write_synced(staging / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode(), fmode,
                       config.group)
         _chmod(staging, dmode, config.group)
@@ -132,20 +132,17 @@ def move_aside(source: Path, folder: Path) -> Path:
     return dest
 
 
-def write_error_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write `<name>.error.json` beside a failed file."""
-    _write_synced(path, json.dumps(payload, indent=2, sort_keys=True).encode(), 0o644, None)
+def set_aside_failed(source: Path, folder: Path, payload: dict[str, Any]) -> Path:
+    """Move a failed original into `folder` beside `<name>.error.json` (what went wrong, what to do)."""
+    dest = move_aside(source, folder)
+    _write_synced(dest.with_name(dest.name + ".error.json"), json.dumps(payload, indent=2, sort_keys=True).encode(),
+                  0o644, None)
+    return dest
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """(bytes, sha256) of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
+def iso_utc(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC (the manifest's and error.json's timestamps)."""
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _free_name(parent: Path, stem: str, suffix: str = "") -> Path:
@@ -193,7 +190,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -21,7 +21,7 @@ import structlog
 from glimpsed import __version__
 from glimpsed.config import DaemonConfig
 from glimpsed.errors import InvalidTransition, PublishError
-from glimpsed.outbox import already_published, dispose_original, move_aside, publish, reserve_target, write_error_json
+from glimpsed.outbox import already_published, dispose_original, iso_utc, publish, reserve_target, set_aside_failed
 from glimpsed.store import Job, JobStore, owner_id
 
 log = structlog.get_logger(__name__)
@@ -188,8 +188,8 @@ class Worker:
         return {
             "source": {"name": job.source_name, "sha256": job.sha256, "bytes": job.bytes, "subfolder": job.rel_dir},
             "tags": job.tag_list,
-            "timestamps": {"queued_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-                           "finished_at": _iso(self.clock())},
+            "timestamps": {"queued_at": iso_utc(job.created_at), "started_at": iso_utc(job.started_at),
+                           "finished_at": iso_utc(self.clock())},
             "glimpsed_version": __version__,
             "pipeline_version": data.get("pipeline_version"),
             "config_hash": job.config_hash,
@@ -253,14 +253,9 @@ def set_aside(config: DaemonConfig, store: JobStore, job: Job, error_type: str, 
     """Move an inbox original into failed/ with `<name>.error.json`, so the inbox only holds new work."""
     if not from_inbox(config, job) or not Path(job.source_path).exists():
         return
-    dest = move_aside(Path(job.source_path), config.path("failed") / job.rel_dir)
-    write_error_json(dest.with_name(dest.name + ".error.json"), {
+    dest = set_aside_failed(Path(job.source_path), config.path("failed") / job.rel_dir, {
         "job_id": job.id, "source": job.source_name, "error_type": error_type, "message": message,
-        "stage": stage, "attempts": job.attempts, "failed_at": _iso(now),
+        "stage": stage, "attempts": job.attempts, "failed_at": iso_utc(now),
         "hint": f"see `glimpsed show {job.id}`; `glimpsed retry {job.id}` runs it again from its saved input",
     })
     store.add_event(job.id, "original_handled", stage, f"moved to {dest}")
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -82,22 +82,14 @@ def raycast(viewmat: np.ndarray, K: np.ndarray, width: int, height: int,  # noqa
     return rgb.astype(np.float32), hit.astype(np.float32), depth.astype(np.float32)
 
 
-def ring(elevation_deg: float, azimuths_deg: list[float], distance: float = 1.5, size: int = 256,
-         focal_at_256: float = 280.0) -> tuple[np.ndarray, np.ndarray]:
-    """Cameras on a ring (SyncDreamer's: elevation 30, distance 1.5, fx = 280 at 256 px)."""
-    from ai_modules.cameras import intrinsics, orbit_camera
-
-    f = focal_at_256 * size / 256
-    views = np.stack([orbit_camera(a, elevation_deg, distance) for a in azimuths_deg])
-    return views, np.stack([intrinsics(f, size, size)] * len(azimuths_deg))
-
-
 def dataset(size: int = 256, train: int = 12) -> dict[str, np.ndarray]:
     """Training views on the 30-degree ring and held-out views between them and at other elevations."""
+    from ai_modules.cameras import ring_cameras
+
     step = 360 / train
-    tv, tk = ring(30, [i * step for i in range(train)], size=size)
-    hv1, hk1 = ring(30, [i * step + step / 2 for i in range(0, train, 3)], size=size)
-    hv2, hk2 = ring(5, [i * 90 + 45 for i in range(4)], size=size)
+    tv, tk = ring_cameras([i * step for i in range(train)], 30, size)
+    hv1, hk1 = ring_cameras([i * step + step / 2 for i in range(0, train, 3)], 30, size)
+    hv2, hk2 = ring_cameras([i * 90 + 45 for i in range(4)], 5, size)
     hv, hk = np.concatenate([hv1, hv2]), np.concatenate([hk1, hk2])
     render = [raycast(v, k, size, size) for v, k in zip(tv, tk)]
     held = [raycast(v, k, size, size) for v, k in zip(hv, hk)]
@@ -106,4 +98,4 @@ def dataset(size: int = 256, train: int = 12) -> dict[str, np.ndarray]:
             "heldout_images": np.stack([r[0] for r in held]), "heldout_viewmats": hv, "heldout_Ks": hk}
 
 
-__all__ = ["dataset", "raycast", "ring"]
+__all__ = ["dataset", "raycast"]

@@ -24,15 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cameras import intrinsics, orbit_camera
+from ..cameras import ring_cameras
 from ..gaussians import Gaussians
 from ..splatting import render
 
 #: Pixels rendered per `render` call at most (cameras are batched up to this); bounds the rasterizer's memory.
 BATCH_PIXELS = 1 << 17
-#: SyncDreamer's focal length at 256 px (its field of view), and its camera distance.
-SYNCDREAMER_FOCAL_256 = 280.0
-SYNCDREAMER_DISTANCE = 1.5
 #: Length of one turn of the turntable animation, seconds.
 TURNTABLE_SECONDS = 4.0
 
@@ -98,9 +95,8 @@ def contact_sheet(g: Gaussians, azimuths: tuple[float, ...], elevation: float, s
     Example:
         >>> sheet = contact_sheet(Gaussians.load_ply(Path("model.ply")), (0, 90, 180, 270), 30.0, 256)  # doctest: +SKIP
     """
-    k = intrinsics(framing_focal(g, size, distance, fill), size, size)
-    views = np.stack([orbit_camera(az, elevation, distance) for az in azimuths])
-    rgb, _, _ = render_views(g, views, np.repeat(k[None], len(views), axis=0), size)
+    views, ks = ring_cameras(azimuths, elevation, size, distance, framing_focal(g, size, distance, fill))
+    rgb, _, _ = render_views(g, views, ks, size)
     tiles = []
     for az, tile in zip(azimuths, _to_uint8(rgb)):
         tile = np.ascontiguousarray(tile)
@@ -137,9 +133,9 @@ def turntable_frames(g: Gaussians, frames: int, elevation: float, size: int, dis
     """
     if frames < 1:
         raise ValueError(f"`frames` must be >= 1, got {frames}")
-    k = intrinsics(framing_focal(g, size, distance, fill), size, size)
-    views = np.stack([orbit_camera(360.0 * i / frames, elevation, distance) for i in range(frames)])
-    rgb, _, _ = render_views(g, views, np.repeat(k[None], frames, axis=0), size)
+    views, ks = ring_cameras([360.0 * i / frames for i in range(frames)], elevation, size, distance,
+                             framing_focal(g, size, distance, fill))
+    rgb, _, _ = render_views(g, views, ks, size)
     return _to_uint8(rgb)
 
 
@@ -163,7 +159,6 @@ def mesh_cameras(views: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         Ks: [V,3,3] intrinsics for `size` x `size` views.
     """
     below = views // 2
-    poses = [orbit_camera(360.0 / views * i, 30.0, SYNCDREAMER_DISTANCE) for i in range(views)]
-    poses += [orbit_camera(360.0 / below * (i + 0.5), -30.0, SYNCDREAMER_DISTANCE) for i in range(below)]
-    k = intrinsics(SYNCDREAMER_FOCAL_256 * size / 256.0, size, size)
-    return np.stack(poses), np.repeat(k[None], len(poses), axis=0)
+    upper, k_upper = ring_cameras([360.0 / views * i for i in range(views)], 30.0, size)
+    lower, k_lower = ring_cameras([360.0 / below * (i + 0.5) for i in range(below)], -30.0, size)
+    return np.concatenate([upper, lower]), np.concatenate([k_upper, k_lower])

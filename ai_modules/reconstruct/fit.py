@@ -138,8 +138,7 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
         if on_step is not None and step % 50 == 0:
             on_step(step, {"loss": float(loss.detach()), "num_gaussians": params["means"].shape[0],
                            "seconds": time.monotonic() - start})
-    fitted = _gaussians(params).clone()
-    fitted = Gaussians(**{k: t.detach() for k, t in fitted.__dict__.items()})
+    fitted = Gaussians(**{k: t.detach().clone() for k, t in vars(_gaussians(params)).items()})
     metrics: dict[str, Any] = {"iterations": step + 1 if iterations else 0,
                                "seconds": round(time.monotonic() - start, 3), "num_gaussians": fitted.num,
                                "densify": cfg.densify if strategy is not None else "none",

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-from ..cameras import intrinsics, look_at, orbit_camera
+from .. import cameras
+from ..cameras import intrinsics, look_at
 from ..gaussians import Gaussians, rgb_to_sh_dc
 from ..geometry import fibonacci_sphere, matrix_to_quat
 
@@ -58,8 +59,7 @@ def random_cloud(n: int = 2_000, sh_degree: int = 0, extent: float = 0.5, seed: 
 def ring_cameras(azimuths: tuple[float, ...] = (0.0,), elevation: float = 30.0, distance: float = 1.5,
                  focal: float = 280.0, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """SyncDreamer-ring cameras: ([C,4,4] world-to-camera, [C,3,3] intrinsics), float32."""
-    views = np.stack([orbit_camera(a, elevation, distance) for a in azimuths])
-    ks = np.stack([intrinsics(focal, size, size)] * len(azimuths))
+    views, ks = cameras.ring_cameras(azimuths, elevation, size, distance, focal)
     return torch.from_numpy(views).float(), torch.from_numpy(ks).float()
 
 

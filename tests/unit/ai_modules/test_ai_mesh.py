@@ -15,7 +15,7 @@ import pytest
 import torch
 import trimesh
 
-from ai_modules.cameras import intrinsics, orbit_camera
+from ai_modules.cameras import ring_cameras
 from ai_modules.export.gltf import WORLD_TO_GLTF, read_glb
 from ai_modules.export.mesh import extract_mesh, mesh_to_glb
 from ai_modules.export.tsdf import fuse_tsdf, voxel_centres
@@ -60,8 +60,7 @@ def raycast(kind: str, view: np.ndarray, k: np.ndarray, size: int) -> tuple[np.n
 
 def ring_views(kind: str, size: int = 256) -> tuple[np.ndarray, ...]:
     """(rgbs [16,S,S,3], depths [16,S,S], alphas [16,S,S], viewmats [16,4,4], Ks [16,3,3]) of `kind`."""
-    viewmats = np.stack([orbit_camera(22.5 * i, 30.0, 1.5) for i in range(16)])
-    ks = np.stack([intrinsics(280.0 * size / 256, size, size)] * 16)
+    viewmats, ks = ring_cameras([22.5 * i for i in range(16)], 30.0, size)
     rgb, depth, alpha = zip(*(raycast(kind, v, k, size) for v, k in zip(viewmats, ks)))
     return (np.stack(rgb).astype(np.float32), np.stack(depth).astype(np.float32), np.stack(alpha), viewmats, ks)
 
