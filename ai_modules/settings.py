@@ -130,6 +130,16 @@ class ExportSettings:
         "int", "TSDF cells per axis over the object box for the .glb mesh", lo=32, hi=256))
     mesh_max_faces: int = field(default=50_000, metadata=_rule(
         "int", "face budget of the .glb mesh after decimation", lo=1000, hi=1_000_000))
+    mesh_colours: str = field(default="vertex", metadata=_rule(
+        "choice", "colours of the .glb mesh: `vertex` colours, or a `texture` baked into an xatlas atlas",
+        choices=("vertex", "texture")))
+    texture_size: int = field(default=1024, metadata=_rule(
+        "int", "side of the baked texture, pixels (with `mesh_colours: texture`)", lo=256, hi=4096))
+    texture_view_size: int = field(default=256, metadata=_rule(
+        "int", "side of the views rendered to bake the texture from, pixels", lo=64, hi=2048))
+    texture_max_faces: int = field(default=20_000, metadata=_rule(
+        "int", "face budget of a textured mesh (UV unwrapping time grows faster than the face count)",
+        lo=1000, hi=1_000_000))
     turntable_frames: int = field(default=16, metadata=_rule(
         "int", "frames of the turntable animation (one turn)", lo=2, hi=120))
     turntable_size: int = field(default=192, metadata=_rule(

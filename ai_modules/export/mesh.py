@@ -6,8 +6,8 @@ colours trilinearly from the colour volume. `mesh_to_glb` rotates into the glTF
 frame (`gltf.WORLD_TO_GLTF`: Y up, the front toward +Z) and writes vertex colours
 as COLOR_0.
 
-TODO: a texture-baked variant (xatlas UVs + a colour atlas) for viewers that
-ignore vertex colours; vertex colours are the default.
+`texture.bake_texture` gives the option to vertex colours: xatlas UVs and a
+texture baked from rendered views; `mesh_to_glb` writes either.
 """
 
 from __future__ import annotations
@@ -122,14 +122,15 @@ def _drop_folded_faces(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 
 
 def mesh_to_glb(mesh: trimesh.Trimesh, path: Path, *, unlit: bool = True) -> None:
-    """Write a world-frame mesh as .glb in the glTF frame (Y up, front to +Z) with COLOR_0, atomically.
+    """Write a world-frame mesh as .glb in the glTF frame (Y up, front to +Z), atomically.
 
-    trimesh writes the geometry; we then add one material (white base colour, not metallic) and,
-    by default, KHR_materials_unlit: the colours were seen in rendered views, so they already hold
-    the lighting. Without a material glTF viewers would use the spec default (fully metallic, dark).
+    trimesh writes the geometry (COLOR_0, or TEXCOORD_0 and the texture as PNG); we then set one
+    material (white base colour, the texture if any, not metallic) and, by default,
+    KHR_materials_unlit: the colours were seen in rendered views, so they already hold the
+    lighting. Without a material glTF viewers would use the spec default (fully metallic, dark).
 
     Args:
-        mesh: triangle mesh in the world frame (Z up), with vertex colours.
+        mesh: triangle mesh in the world frame (Z up), with vertex colours or `bake_texture`'s texture.
         path: destination .glb.
         unlit: mark the material KHR_materials_unlit (else it is lit, roughness 1).
 
@@ -149,6 +150,10 @@ def mesh_to_glb(mesh: trimesh.Trimesh, path: Path, *, unlit: bool = True) -> Non
     gltf, binary = read_glb(out.export(file_type="glb"))
     material: dict = {"pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
                                                "roughnessFactor": 1.0}, "doubleSided": False}
+    texture = next((m["pbrMetallicRoughness"].get("baseColorTexture") for m in gltf.get("materials", [])
+                    if "pbrMetallicRoughness" in m), None)
+    if texture is not None:
+        material["pbrMetallicRoughness"]["baseColorTexture"] = texture
     if unlit:
         material["extensions"] = {"KHR_materials_unlit": {}}
         gltf["extensionsUsed"] = sorted(set(gltf.get("extensionsUsed", [])) | {"KHR_materials_unlit"})

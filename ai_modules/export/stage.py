@@ -31,7 +31,8 @@ from .functional import splat_bytes, to_file_frame
 from .gltf import WORLD_TO_GLTF, gaussians_glb_bytes, read_glb
 from .mesh import extract_mesh, mesh_to_glb
 from .preview import animated_webp, contact_sheet, mesh_cameras, render_views, turntable_frames
-from .tsdf import fuse_tsdf
+from .texture import bake_texture
+from .tsdf import BOX_SIZE, fuse_tsdf
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class ExportOutputs:
 
 
 def gaussians_to_mesh(g: Gaussians, *, views: int = 8, size: int = 128, voxels: int = 128,
-                      max_faces: int = 50_000) -> trimesh.Trimesh:
+                      max_faces: int = 50_000, texture_size: int | None = None,
+                      texture_view_size: int = 256) -> trimesh.Trimesh:
     """Render the Gaussians from `preview.mesh_cameras`, fuse a TSDF, extract a coloured mesh.
 
     Views are rendered over black and divided by alpha, so the fused colours are not
@@ -86,9 +88,12 @@ def gaussians_to_mesh(g: Gaussians, *, views: int = 8, size: int = 128, voxels: 
         size: side of the rendered views, pixels.
         voxels: TSDF cells per axis over [-0.5, 0.5]^3.
         max_faces: face budget after decimation.
+        texture_size: when given, bake a texture of this side (`texture.bake_texture`) from the same
+            cameras rendered at `texture_view_size`; else the mesh keeps vertex colours.
+        texture_view_size: side of the views the texture is baked from, pixels.
 
     Returns:
-        Mesh in the world frame with RGBA uint8 vertex colours.
+        Mesh in the world frame with RGBA uint8 vertex colours, or with UVs and a texture.
 
     Raises:
         ValueError: no surface (nothing renders opaque enough, alpha >= 0.5, in the views).
@@ -97,13 +102,25 @@ def gaussians_to_mesh(g: Gaussians, *, views: int = 8, size: int = 128, voxels: 
         >>> mesh_to_glb(gaussians_to_mesh(Gaussians.load_ply(Path("g.ply"))), Path("model.glb"))  # doctest: +SKIP
     """
     viewmats, ks = mesh_cameras(views, size)
-    rgb, alpha, depth = render_views(g, viewmats, ks, size, background=(0.0, 0.0, 0.0))
-    colour = np.clip(rgb / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0)
+    colour, alpha, depth = _unblended_views(g, viewmats, ks, size)
     tsdf, colours = fuse_tsdf(colour, depth, alpha, viewmats, ks, voxels=voxels)
     try:
-        return extract_mesh(tsdf, colours, max_faces=max_faces)
+        mesh = extract_mesh(tsdf, colours, max_faces=max_faces)
     except ValueError as exc:
         raise ValueError(f"cannot build the .glb mesh from {g.num} Gaussians: {exc}") from exc
+    if texture_size is None:
+        return mesh
+    viewmats, ks = mesh_cameras(views, texture_view_size)
+    colour, alpha, depth = _unblended_views(g, viewmats, ks, texture_view_size)
+    return bake_texture(mesh, colour, depth, alpha, viewmats, ks, size=texture_size,
+                        depth_tolerance=2.0 * BOX_SIZE / voxels)
+
+
+def _unblended_views(g: Gaussians, viewmats: np.ndarray, ks: np.ndarray, size: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colour (rendered over black, divided by alpha), alpha and depth of the views."""
+    rgb, alpha, depth = render_views(g, viewmats, ks, size, background=(0.0, 0.0, 0.0))
+    return np.clip(rgb / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0), alpha, depth
 
 
 class _Steps:
@@ -183,8 +200,11 @@ class ExportStage(Stage):
                 out.preview = contact_sheet(on_device, s.preview_azimuths, s.preview_elevation, s.preview_size)
         if "glb" in s.formats:
             with steps.run("glb"):
-                out.mesh = gaussians_to_mesh(on_device, views=s.mesh_views, size=s.mesh_view_size,
-                                             voxels=s.mesh_voxels, max_faces=s.mesh_max_faces)
+                textured = s.mesh_colours == "texture"
+                out.mesh = gaussians_to_mesh(
+                    on_device, views=s.mesh_views, size=s.mesh_view_size, voxels=s.mesh_voxels,
+                    max_faces=min(s.mesh_max_faces, s.texture_max_faces) if textured else s.mesh_max_faces,
+                    texture_size=s.texture_size if textured else None, texture_view_size=s.texture_view_size)
             out.metrics.update(mesh_vertices=len(out.mesh.vertices), mesh_faces=len(out.mesh.faces))
         if "turntable" in s.formats:
             with steps.run("turntable"):
@@ -259,14 +279,17 @@ def _check_glb(path: Path, data: bytes) -> None:
 
 
 def _load_mesh_glb(path: Path) -> trimesh.Trimesh:
-    """Read a mesh .glb written by `mesh_to_glb` back into the world frame (vertex colours kept).
+    """Read a mesh .glb written by `mesh_to_glb` back into the world frame (vertex colours or texture kept).
 
     Raises:
         FormatError: not a GLB, or no triangles in it.
     """
-    _check_glb(path, path.read_bytes())
+    data = path.read_bytes()
+    _check_glb(path, data)
+    gltf, _ = read_glb(data)
+    textured = any("TEXCOORD_0" in p["attributes"] for m in gltf.get("meshes", []) for p in m["primitives"])
     try:
-        mesh = trimesh.load(path, file_type="glb", force="mesh", skip_materials=True, process=False)
+        mesh = trimesh.load(path, file_type="glb", force="mesh", skip_materials=not textured, process=False)
     except Exception as exc:  # trimesh raises many kinds for broken content (re-raised as FormatError)
         raise FormatError(f"{path}: not a readable mesh .glb ({exc})") from exc
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:

@@ -21,6 +21,7 @@ from ai_modules.export import ExportInputs, ExportStage
 from ai_modules.export.functional import splat_order
 from ai_modules.export.gltf import EXTENSION, accessor_array, gaussians_to_glb, read_glb
 from ai_modules.export.mesh import extract_mesh, mesh_to_glb
+from ai_modules.export.texture import bake_texture
 from ai_modules.export.tsdf import fuse_tsdf
 from ai_modules.gaussians import SH_C0, Gaussians
 from ai_modules.settings import ExportSettings
@@ -72,6 +73,17 @@ def test_validator_accepts_the_fused_mesh_glb(tools: NodeTools, tmp_path: Path):
     report_issues(report, "mesh.glb")
     assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0
     assert report["info"]["totalTriangleCount"] <= 3000
+
+
+def test_validator_accepts_the_texture_baked_mesh_glb(tools: NodeTools, tmp_path: Path):
+    views = ring_views("sphere", size=96)
+    mesh = bake_texture(extract_mesh(*fuse_tsdf(*views, voxels=48), max_faces=2000), *views, size=256)
+    path = tmp_path / "textured.glb"
+    mesh_to_glb(mesh, path)
+    report = tools.validate_glb(path)
+    report_issues(report, "textured.glb")
+    assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0
+    assert report["info"]["materialCount"] == 1 and report["info"]["hasTextures"] is True
 
 
 def test_validator_finds_no_error_in_the_splat_glb_beyond_the_extension_names(tools: NodeTools, tmp_path: Path):
