@@ -34,6 +34,9 @@ class FitPreset:
         depth_lambda: weight of the scale- and shift-invariant depth term when depths are given.
         init_points: Gaussians to start from (back-projected depth or visual hull).
         lr_means: learning rate of the means per unit of scene scale (decays 100x over the run).
+        max_gaussians: the cap of `densify: mcmc` (it relocates and adds Gaussians up to this count).
+        opacity_reg, scale_reg: with `densify: mcmc`, the L1 penalties on opacity and on scale that
+            its relocation relies on (gsplat's MCMC example uses 0.01 each).
     """
 
     iterations: int = 2000
@@ -49,6 +52,9 @@ class FitPreset:
     lr_opacities: float = 5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20  # noqa: N815 - gsplat's parameter name
+    max_gaussians: int = 200_000
+    opacity_reg: float = 0.01
+    scale_reg: float = 0.01
 
 
 PRESETS: dict[str, FitPreset] = {
@@ -112,7 +118,7 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
     scene_scale = float(torch.linalg.inv(viewmats)[:, :3, 3].norm(dim=-1).max()) * 1.1
     params, optimizers = _parameters(init.to(device), cfg, scene_scale, iterations, cfg.sh_degree)
     means_decay = torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=0.01 ** (1 / max(iterations, 1)))
-    strategy, state = _strategy(cfg.densify, iterations, scene_scale, device)
+    strategy, state = _strategy(cfg, iterations, scene_scale, device)
     start, step = time.monotonic(), 0
     order = torch.randperm(v, generator=gen)
     for step in range(iterations):
@@ -125,6 +131,9 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
                      sh_degree=degree, backend=backend)
         info = {"gaussian_ids": None, **out.meta, "width": w, "height": h, "n_cameras": 1}  # what the strategies read
         loss = _loss(out, images[i], None if masks is None else masks[i], None if depths is None else depths[i], cfg)
+        if cfg.densify == "mcmc":
+            loss = loss + (cfg.opacity_reg * torch.sigmoid(params["opacities"]).mean()
+                           + cfg.scale_reg * torch.exp(params["scales"]).mean())
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, state, step, info)
         loss.backward()
@@ -132,7 +141,10 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
             opt.step()
             opt.zero_grad(set_to_none=True)
         means_decay.step()
-        if strategy is not None:
+        if cfg.densify == "mcmc":                 # relocation noise scales with the means' current rate
+            strategy.step_post_backward(params, optimizers, state, step, info,
+                                        lr=optimizers["means"].param_groups[0]["lr"])
+        elif strategy is not None:
             strategy.step_post_backward(params, optimizers, state, step, info,
                                         packed=info["gaussian_ids"] is not None)  # gsplat's meta is packed
         if on_step is not None and step % 50 == 0:
@@ -183,9 +195,10 @@ def _gaussians(params: torch.nn.ParameterDict) -> Gaussians:
                      opacity_logits=params["opacities"], sh_dc=params["sh0"][:, 0], sh_rest=params["shN"])
 
 
-def _strategy(name: str, iterations: int, scene_scale: float,
+def _strategy(cfg: FitPreset, iterations: int, scene_scale: float,
               device: torch.device) -> tuple[Any, dict[str, Any] | None]:
     """gsplat's densification, its schedule scaled to the length of this run."""
+    name = cfg.densify
     if name == "none":
         return None, None
     if name == "mcmc" and device.type != "cuda":
@@ -198,8 +211,9 @@ def _strategy(name: str, iterations: int, scene_scale: float,
                                    verbose=False)
         return strategy, strategy.initialize_state(scene_scale=scene_scale)
     if name == "mcmc":
-        strategy = MCMCStrategy(refine_start_iter=max(iterations // 6, 1), refine_stop_iter=iterations * 8 // 10,
-                                refine_every=max(iterations // 20, 25), verbose=False)
+        strategy = MCMCStrategy(cap_max=cfg.max_gaussians, refine_start_iter=max(iterations // 6, 1),
+                                refine_stop_iter=iterations * 8 // 10, refine_every=max(iterations // 20, 25),
+                                verbose=False)
         return strategy, strategy.initialize_state()
     raise ValueError(f"`densify` must be default, mcmc or none, got {name!r}")
 

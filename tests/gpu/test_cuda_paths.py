@@ -56,3 +56,19 @@ def test_fit_densifies_with_gsplat_on_cuda():
                      preset=preset, device="cuda")
     assert g.means.is_cuda and metrics["densify"] == "default"
     assert g.num != 3000 and metrics["train_psnr"] > 22, metrics
+
+
+def test_fit_with_mcmc_relocates_and_grows_toward_its_cap_on_cuda():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from ai_modules.reconstruct import FitPreset, fit
+    from tests.scenes import dataset
+
+    data = {k: torch.from_numpy(v).float() for k, v in dataset(size=96, train=8).items()}
+    preset = FitPreset(iterations=400, sh_degree=1, densify="mcmc", init_points=3000, max_gaussians=6000)
+    g, metrics = fit(data["images"], data["viewmats"], data["Ks"], masks=data["masks"], depths=data["depths"],
+                     preset=preset, device="cuda")
+    assert g.means.is_cuda and metrics["densify"] == "mcmc"
+    assert 3000 < g.num <= 6000 and metrics["train_psnr"] > 22, metrics
