@@ -89,7 +89,8 @@ class ModelNotAvailable(AIModuleError):
         self.source = source
         super().__init__(
             f"stage `{stage}` backend `{backend}` needs {path}, which is missing; "
-            f"fetch it from {source} and put it there (or pick the embedded backend)"
+            f"run `glimpsed models pull {backend}` on a machine with internet, or fetch it from {source} "
+            f"and put it there (or pick the embedded backend)"
         )
 
 

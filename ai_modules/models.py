@@ -85,6 +85,28 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
 _PLAN_BY_NAME = {row[2]: row for row in _PLAN}
 
 
+def resolve_models_dir(models_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Where a library call looks for model files: `models_dir` when given, else ``$GLIMPSED_MODELS_DIR``,
+    else ``~/.cache/glimpsed/models`` (the daemon passes its `paths.models`)."""
+    env = os.environ if env is None else env
+    if models_dir is not None:
+        return Path(models_dir).expanduser()
+    if env.get("GLIMPSED_MODELS_DIR"):
+        return Path(env["GLIMPSED_MODELS_DIR"]).expanduser()
+    return Path("~/.cache/glimpsed/models").expanduser()
+
+
+def model_status(name: str, models_dir: str | Path | None = None) -> ModelStatus:
+    """The `ModelStatus` of one planned model (by `name`, e.g. "dpt-hybrid-midas") under `resolve_models_dir`.
+
+    Raises:
+        KeyError: `name` is not a planned model.
+    """
+    if name not in _PLAN_BY_NAME:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(_PLAN_BY_NAME)}")
+    return next(m for m in model_inventory(resolve_models_dir(models_dir)) if m.name == name)
+
+
 def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = None) -> list[ModelStatus]:
     """List the models the planned learned backends need and whether each is on disk.
 
