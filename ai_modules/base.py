@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import PipelineStopped, SettingsError
-from .settings import EMBEDDED_BACKENDS
-
-EMBEDDED_REASON = "embedded backend (no learned backend exists yet)"
+from .models import BACKEND_MODELS, ModelStatus, model_status
+from .settings import EMBEDDED_BACKENDS, LEARNED_BACKENDS, backend_choices
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,11 @@ class Stage:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, models_dir: Path | None = None) -> None:
         self.settings = settings
         self.device = "cpu"
-        self.backend, self.reason = resolve_backend(self.name, settings.backend)
+        self.models_dir = models_dir
+        self.backend, self.reason = resolve_backend(self.name, settings.backend, models_dir)
 
     def load(self, device: str) -> None:
         """Prepare to run on `device` (embedded backends hold no models)."""
@@ -73,8 +73,23 @@ class Stage:
         """Free models and device memory (embedded backends hold none)."""
 
     def model_files(self) -> list[dict[str, Any]]:
-        """Model files used by the backend: ``[{"path", "bytes", "sha256"}]`` (none for embedded)."""
-        return []
+        """Model files used by the backend: ``[{"path", "bytes"}]`` (none for embedded backends)."""
+        out = []
+        for status in backend_models(self.backend, self.models_dir):
+            if status.path is not None and status.path.exists():
+                files = [status.path] if status.path.is_file() else sorted(
+                    f for f in status.path.rglob("*") if f.is_file())
+                out.append({"name": status.name, "path": str(status.path),
+                            "bytes": sum(f.stat().st_size for f in files)})
+        return out
+
+    def require_models(self) -> list[ModelStatus]:
+        """The backend's model files; raise `ModelNotAvailable` for the first one missing."""
+        models = backend_models(self.backend, self.models_dir)
+        for status in models:
+            if not status.present:
+                raise status.error()
+        return models
 
     def check_inputs(self, inputs: Any) -> None:  # pragma: no cover - overridden
         """Raise a clear error if `inputs` are not what `run` expects."""
@@ -93,8 +108,16 @@ class Stage:
         raise NotImplementedError
 
 
-def resolve_backend(stage: str, requested: str) -> tuple[str, str]:
+def backend_models(backend: str, models_dir: Path | None) -> list[ModelStatus]:
+    """The model files a backend needs (none for embedded backends)."""
+    return [model_status(name, models_dir) for name in BACKEND_MODELS.get(backend, ())]
+
+
+def resolve_backend(stage: str, requested: str, models_dir: Path | None = None) -> tuple[str, str]:
     """Pick the backend of `stage` for the setting `requested` ("auto" or a name).
+
+    `auto` takes the first learned backend whose model files are all present, else the
+    embedded one; the reason says which files were looked for and where.
 
     Returns:
         (backend name, why it was chosen).
@@ -102,12 +125,20 @@ def resolve_backend(stage: str, requested: str) -> tuple[str, str]:
     Raises:
         SettingsError: an unknown backend.
     """
+    if requested not in backend_choices(stage):
+        raise SettingsError(f"pipeline.{stage}.backend", "one of " + ", ".join(
+            f"`{c}`" for c in backend_choices(stage)), requested)
+    if requested != "auto":
+        return requested, f"requested by `pipeline.{stage}.backend`"
+    missing = []
+    for learned in LEARNED_BACKENDS.get(stage, ()):
+        models = backend_models(learned, models_dir)
+        absent = [m for m in models if not m.present]
+        if not absent:
+            return learned, f"{learned} model files found in {models[0].path.parent if models else '?'}"
+        missing.append(f"{learned} weights not found ({', '.join(str(m.path) for m in absent)})")
     embedded = EMBEDDED_BACKENDS[stage]
-    if requested == "auto":
-        return embedded, EMBEDDED_REASON
-    if requested == embedded:
-        return embedded, f"requested by `pipeline.{stage}.backend`"
-    raise SettingsError(f"pipeline.{stage}.backend", f"one of `auto`, `{embedded}`", requested)
+    return embedded, "; ".join(missing) + "; embedded backend" if missing else "embedded backend (no learned one)"
 
 
 def check_array(name: str, value: Any, ndim: int, dtype: Any = None, channels: int | None = None) -> None:

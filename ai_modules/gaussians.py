@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import ply
+from .geometry import matrix_to_quat, quat_multiply, rotate_sh
 
 SH_C0 = 0.28209479177387814
 
@@ -130,6 +131,22 @@ class Gaussians:
             pad = rest.new_zeros(self.num, k - rest.shape[1], 3)
             rest = torch.cat([rest, pad], dim=1)
         return Gaussians(self.means, self.quats, self.log_scales, self.opacity_logits, self.sh_dc, rest)
+
+    def rotated(self, rotation: np.ndarray | torch.Tensor) -> Gaussians:
+        """The Gaussians turned by a [3,3] proper rotation about the origin (means, quaternions and
+        higher SH bands rotate; scales, opacity and SH DC do not).
+
+        Raises:
+            ValueError: `rotation` is not a proper rotation.
+        """
+        rot = torch.as_tensor(rotation, dtype=torch.float64).cpu()
+        if rot.shape != (3, 3) or not torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-9) \
+                or abs(float(torch.linalg.det(rot)) - 1.0) > 1e-9:
+            raise ValueError("`rotation` must be a 3x3 rotation matrix with determinant +1")
+        q = matrix_to_quat(rot).to(self.quats)
+        return Gaussians(means=self.means @ rot.to(self.means).T, quats=quat_multiply(q.expand_as(self.quats), self.quats),
+                         log_scales=self.log_scales.clone(), opacity_logits=self.opacity_logits.clone(),
+                         sh_dc=self.sh_dc.clone(), sh_rest=rotate_sh(self.sh_rest, rot))
 
     @staticmethod
     def empty(sh_degree: int = 0, device: str | torch.device = "cpu") -> Gaussians:

@@ -63,6 +63,21 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputError(f"cannot read {path} as an image ({exc}); supply a PNG or JPEG file") from exc
 
 
+def load_rgba(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an RGBA artifact written by a stage: (rgb [H,W,3], alpha [H,W]) float32 0..1.
+
+    Raises:
+        FormatError: not a readable image, or no alpha channel.
+    """
+    try:
+        rgb, alpha = load_image(path)
+    except InputError as exc:
+        raise FormatError(f"{path}: not a readable PNG") from exc
+    if alpha is None:
+        raise FormatError(f"{path}: expected an RGBA image")
+    return rgb.astype(np.float32) / 255.0, alpha.astype(np.float32) / 255.0
+
+
 def _to_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         scale = 255.0 if im.mode == "F" else 255.0 / 65535.0

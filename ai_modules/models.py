@@ -83,6 +83,12 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
      "huggingface.co/diffusers/controlnet-depth-sdxl-1.0"),
 )
 _PLAN_BY_NAME = {row[2]: row for row in _PLAN}
+#: The model files each learned backend needs (all of them), by name in the plan above.
+BACKEND_MODELS: dict[str, tuple[str, ...]] = {
+    "syncdreamer": ("syncdreamer-pretrain",),
+    "dpt": ("dpt-hybrid-midas",),
+    "sdxl_lightning": ("sdxl-base", "sdxl-lightning-4step-unet", "controlnet-depth-sdxl"),
+}
 
 
 def resolve_models_dir(models_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -35,11 +35,12 @@ from typing import Any
 from .base import Stage, StageHooks
 from .errors import AIModuleError, FormatError, InputError, PipelineStopped, SettingsError, StageFailed
 from .fileio import write_json
+from .models import resolve_models_dir
 from .records import PipelineResult, StageRecord
-from .settings import PipelineSettings, parse_settings
+from .settings import STAGE_NAMES, PipelineSettings, parse_settings
 
-PIPELINE_VERSION: str = "0.2-embedded"
-STAGES: tuple[str, ...] = ("segment", "depth", "lift", "export")
+PIPELINE_VERSION: str = "0.3"
+STAGES: tuple[str, ...] = STAGE_NAMES
 DONE = "done.json"
 
 ProgressFn = Callable[[str, float, str], None]
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 def run(input_path: Path, settings: Mapping[str, Any] | PipelineSettings, workdir: Path,
         on_progress: ProgressFn | None = None,
-        should_stop: Callable[[], bool] | None = None) -> PipelineResult:
+        should_stop: Callable[[], bool] | None = None, models_dir: Path | None = None) -> PipelineResult:
     """Run (or resume) the pipeline on one photo.
 
     Args:
@@ -59,6 +60,8 @@ def run(input_path: Path, settings: Mapping[str, Any] | PipelineSettings, workdi
             at least at each stage's start (0.0) and end (1.0); a resumed stage
             reports only its end ("resumed from disk"), so 0.0 means "really runs".
         should_stop: checked before each stage; True raises `PipelineStopped`.
+        models_dir: where learned backends' model files are (`models.resolve_models_dir` when None);
+            `auto` backends use them when present.
 
     Returns:
         The outputs (kind -> file), the stage records, the version and the device.
@@ -72,7 +75,8 @@ def run(input_path: Path, settings: Mapping[str, Any] | PipelineSettings, workdi
     """
     parsed = parse_settings(settings)
     device = resolve_device(parsed.device)
-    return Pipeline(parsed, device).run(Path(input_path), Path(workdir), on_progress, should_stop)
+    return Pipeline(parsed, device, resolve_models_dir(models_dir)).run(Path(input_path), Path(workdir), on_progress,
+                                                                        should_stop)
 
 
 def resolve_device(requested: str) -> str:
@@ -103,13 +107,39 @@ def sha256_file(path: Path) -> str:
 
 
 def peak_rss_mb() -> float:
-    """The process's resident-memory high-water mark, MiB (0.0 where the platform cannot tell)."""
+    """The process's resident-memory high-water mark, MiB, since the last `reset_peak_memory` (Linux: VmHWM;
+    elsewhere the whole process's; 0.0 where the platform cannot tell)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not on Linux/macOS
         return 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start measuring peak memory afresh: Linux's VmHWM (writing 5 to clear_refs) and CUDA's peak counter."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak then covers the whole process
+        pass
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_vram_mb(device: str) -> float | None:
+    """Peak memory allocated by torch on a CUDA device since `reset_peak_memory`, MiB (None on the CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
 def _is_device_oom(exc: BaseException) -> bool:
@@ -125,40 +155,60 @@ class Pipeline:
     """
 
     stages: tuple[str, ...] = STAGES
-    needs: dict[str, tuple[str, ...]] = {"segment": (), "depth": ("segment",), "lift": ("segment", "depth"),
-                                         "export": ("lift",)}
+    needs: dict[str, tuple[str, ...]] = {
+        "segment": (), "multiview": ("segment",), "depth": ("multiview",), "reconstruct": ("multiview", "depth"),
+        "enhance": ("multiview", "reconstruct"), "refine": ("reconstruct", "enhance"), "export": ("refine",)}
 
-    def __init__(self, settings: PipelineSettings, device: str) -> None:
+    def __init__(self, settings: PipelineSettings, device: str, models_dir: Path | None = None) -> None:
         self.settings = settings
         self.device = device
+        self.models_dir = models_dir
 
     def build(self, name: str) -> Stage:
         """Instantiate stage `name` (imports it, and with it torch/numpy, only now)."""
+        s, models = self.settings, self.models_dir
         if name == "segment":
             from .segment.stage import SegmentStage
-            return SegmentStage(self.settings.segment)
+            return SegmentStage(s.segment, models)
+        if name == "multiview":
+            from .multiview.stage import MultiviewStage
+            return MultiviewStage(s.multiview, models)
         if name == "depth":
             from .depth.stage import DepthStage
-            return DepthStage(self.settings.depth)
-        if name == "lift":
-            from .lift.stage import LiftStage
-            return LiftStage(self.settings.lift)
+            return DepthStage(s.depth, models)
+        if name == "reconstruct":
+            from .reconstruct.stage import ReconstructStage
+            return ReconstructStage(s.reconstruct, models)
+        if name == "enhance":
+            from .enhance.stage import EnhanceStage
+            return EnhanceStage(s.enhance, models, refine_backend=self.build("refine").backend)
+        if name == "refine":
+            from .refine.stage import RefineStage
+            return RefineStage(s.refine, models)
         from .export.stage import ExportStage
-        return ExportStage(self.settings.export)
+        return ExportStage(s.export, models)
 
     def inputs_for(self, name: str, input_path: Path, done: dict[str, Any]) -> Any:
         """Build stage `name`'s inputs from the input file and earlier outputs."""
         if name == "segment":
             from .segment.stage import SegmentInputs
             return SegmentInputs(path=input_path)
+        if name == "multiview":
+            from .multiview.stage import MultiviewInputs
+            return MultiviewInputs(done["segment"].image, done["segment"].alpha)
         if name == "depth":
-            from .depth.stage import DepthInputs
-            return DepthInputs(done["segment"].image, done["segment"].alpha)
-        if name == "lift":
-            from .lift.stage import LiftInputs
-            return LiftInputs(done["segment"].image, done["segment"].alpha, done["depth"].depth)
+            return done["multiview"]
+        if name == "reconstruct":
+            from .reconstruct.stage import ReconstructInputs
+            return ReconstructInputs(done["multiview"], done["depth"])
+        if name == "enhance":
+            from .enhance.stage import EnhanceInputs
+            return EnhanceInputs(done["reconstruct"].gaussians, done["multiview"])
+        if name == "refine":
+            from .refine.stage import RefineInputs
+            return RefineInputs(done["reconstruct"].gaussians, done["enhance"])
         from .export.stage import ExportInputs
-        return ExportInputs(done["lift"].gaussians)
+        return ExportInputs(done["refine"].gaussians)
 
     def fingerprint(self, stage: Stage, upstream: str) -> str:
         """Hash of everything the stage's outputs depend on.
@@ -249,6 +299,7 @@ class Pipeline:
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True)
+        reset_peak_memory(self.device)
         start = time.perf_counter()
         try:
             stage.load(self.device)
@@ -266,7 +317,8 @@ class Pipeline:
             raise StageFailed(stage.name, exc) from exc
         record = StageRecord(name=stage.name, backend=stage.backend, reason=stage.reason,
                              model_files=stage.model_files(), duration_s=round(time.perf_counter() - start, 4),
-                             peak_rss_mb=peak_rss_mb(), metrics=dict(getattr(out, "metrics", {})),
+                             peak_rss_mb=peak_rss_mb(), peak_vram_mb=peak_vram_mb(self.device),
+                             metrics=dict(getattr(out, "metrics", {})),
                              resumed=False, artifacts=artifacts)
         write_json(stage_dir / DONE, {"record": record.to_dict(), "fingerprint": fingerprint,
                                       "pipeline_version": PIPELINE_VERSION})

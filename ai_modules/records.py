@@ -22,7 +22,9 @@ class StageRecord:
         reason: why this backend was chosen.
         model_files: one dict per model file used: ``{"path", "bytes", "sha256"}``; empty for embedded backends.
         duration_s: wall-clock seconds of the stage (of the original run when resumed).
-        peak_rss_mb: the process's resident-memory high-water mark at the end of the stage, MiB.
+        peak_rss_mb: the process's resident-memory high-water mark during the stage, MiB (Linux; elsewhere
+            since the process started).
+        peak_vram_mb: peak memory torch allocated on the CUDA device during the stage, MiB (None on the CPU).
         metrics: stage-specific numbers, e.g. ``{"mask_area_fraction": 0.31}``.
         resumed: True when this run loaded the stage from disk instead of running it.
         artifacts: kind -> file name inside the stage directory, e.g. ``{"cutout": "cutout.png"}``.
@@ -34,6 +36,7 @@ class StageRecord:
     model_files: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
     peak_rss_mb: float = 0.0
+    peak_vram_mb: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     artifacts: dict[str, str] = field(default_factory=dict)

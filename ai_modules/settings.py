@@ -27,13 +27,26 @@ from typing import Any
 
 from .errors import SettingsError
 
-#: The embedded backend of each stage (needs no weights). "auto" picks it while no learned one exists.
+#: The stages in pipeline order.
+STAGE_NAMES: tuple[str, ...] = ("segment", "multiview", "depth", "reconstruct", "enhance", "refine", "export")
+#: The embedded backend of each stage (needs no weights): what `auto` picks when no learned one is usable.
 EMBEDDED_BACKENDS: dict[str, str] = {
     "segment": "alpha_grabcut",
+    "multiview": "relief",
     "depth": "inflation",
-    "lift": "relief",
+    "reconstruct": "fit",
+    "enhance": "classical",
+    "refine": "none",
     "export": "inria",
 }
+#: The learned backends of each stage; `auto` picks the first whose model files are on disk.
+LEARNED_BACKENDS: dict[str, tuple[str, ...]] = {
+    "multiview": ("syncdreamer",),
+    "depth": ("dpt",),
+    "enhance": ("sdxl_lightning",),
+}
+#: Stages that may be switched off (`backend: none`): their output is their input.
+OPTIONAL_STAGES: frozenset[str] = frozenset({"enhance", "refine"})
 #: Every format the export stage can write; `ExportSettings.formats` defaults to all but `splat_glb` (the Khronos
 #: glTF validator does not know KHR_gaussian_splatting's attribute names yet).
 EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "glb", "splat_glb", "preview", "turntable")
@@ -47,9 +60,18 @@ def _rule(kind: str, doc: str, *, lo: float | None = None, hi: float | None = No
     return {"kind": kind, "doc": doc, "lo": lo, "hi": hi, "choices": choices, "item": item}
 
 
+def backend_choices(stage: str) -> tuple[str, ...]:
+    """The values `pipeline.<stage>.backend` accepts."""
+    names = ("auto", EMBEDDED_BACKENDS[stage], *LEARNED_BACKENDS.get(stage, ()))
+    return tuple(dict.fromkeys(names + (("none",) if stage in OPTIONAL_STAGES else ())))
+
+
 def _backend(stage: str) -> Any:
-    doc = f"`auto` or a named backend; embedded: `{EMBEDDED_BACKENDS[stage]}`"
-    return field(default="auto", metadata=_rule("choice", doc, choices=("auto", EMBEDDED_BACKENDS[stage])))
+    learned = LEARNED_BACKENDS.get(stage, ())
+    doc = (f"`auto` or one of {', '.join(f'`{b}`' for b in backend_choices(stage)[1:])}; `auto` takes "
+           + (f"`{learned[0]}` when its model files are present, else " if learned else "")
+           + f"`{EMBEDDED_BACKENDS[stage]}`")
+    return field(default="auto", metadata=_rule("choice", doc, choices=backend_choices(stage)))
 
 
 @dataclass(frozen=True)
@@ -76,22 +98,26 @@ class SegmentSettings:
 
 
 @dataclass(frozen=True)
-class DepthSettings:
-    """Settings of the `depth` stage (cutout -> depth + confidence)."""
+class MultiviewSettings:
+    """Settings of the `multiview` stage (cutout -> 16 views on SyncDreamer's ring + the input view)."""
 
-    backend: str = _backend("depth")
-    thickness: float = field(default=0.5, metadata=_rule(
-        "float", "front-to-back thickness / silhouette width; 1.0 turns a disc into a sphere", lo=0.01, hi=2.0))
-    confidence_ramp: float = field(default=0.1, metadata=_rule(
-        "float", "distance from the rim at which confidence reaches 1, fraction of the object's long side",
-        lo=0.001, hi=1.0))
-
-
-@dataclass(frozen=True)
-class LiftSettings:
-    """Settings of the `lift` stage (cutout + depth -> Gaussians)."""
-
-    backend: str = _backend("lift")
+    backend: str = _backend("multiview")
+    input_elevation: float = field(default=30.0, metadata=_rule(
+        "float", "elevation of the camera that took the photo, degrees (SyncDreamer's convention: 30)",
+        lo=-10.0, hi=60.0))
+    seed: int = field(default=6033, metadata=_rule("int", "random seed of the learned generator", lo=0, hi=2**31 - 1))
+    steps: int = field(default=50, metadata=_rule("int", "`syncdreamer`: DDIM steps", lo=1, hi=1000))
+    cfg_scale: float = field(default=2.0, metadata=_rule(
+        "float", "`syncdreamer`: classifier-free guidance scale", lo=1.0, hi=20.0))
+    view_size: int = field(default=256, metadata=_rule(
+        "int", "`relief`: side of the rendered ring views, pixels (SyncDreamer's are 256; the focal length "
+        "scales with it)", lo=32, hi=1024))
+    relief_size: int = field(default=0, metadata=_rule(
+        "int", "`relief`: side at which the cutout becomes Gaussians (one per pixel, front and back); "
+        "0 = auto: the cutout's size on CUDA, 128 on the CPU", lo=0, hi=2048))
+    relief_thickness: float = field(default=0.5, metadata=_rule(
+        "float", "`relief`: front-to-back thickness / silhouette width (1.0 turns a disc into a sphere)",
+        lo=0.01, hi=2.0))
     extent: float = field(default=0.8, metadata=_rule(
         "float", "world length of the silhouette's long side (the world box is 1.0)", lo=0.05, hi=1.0))
     back_shade: float = field(default=0.9, metadata=_rule(
@@ -103,6 +129,63 @@ class LiftSettings:
         "float", "Gaussian standard deviation across the surface, in pixel footprints", lo=0.1, hi=3.0))
     flatness: float = field(default=0.1, metadata=_rule(
         "float", "Gaussian standard deviation along the surface normal / across it", lo=0.01, hi=1.0))
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """Settings of the `depth` stage (every view -> relative depth + confidence)."""
+
+    backend: str = _backend("depth")
+    thickness: float = field(default=0.5, metadata=_rule(
+        "float", "`inflation`: front-to-back thickness / silhouette width", lo=0.01, hi=2.0))
+    confidence_ramp: float = field(default=0.1, metadata=_rule(
+        "float", "`inflation`: distance from the rim at which confidence reaches 1, fraction of the object's long "
+        "side", lo=0.001, hi=1.0))
+
+
+@dataclass(frozen=True)
+class ReconstructSettings:
+    """Settings of the `reconstruct` stage (views + depth -> fitted Gaussians)."""
+
+    backend: str = _backend("reconstruct")
+    preset: str = field(default="draft", metadata=_rule(
+        "choice", "fitting hyperparameters: `draft`, `standard` or `high` (ai_modules.reconstruct.PRESETS)",
+        choices=("draft", "standard", "high")))
+    iterations: int = field(default=0, metadata=_rule(
+        "int", "optimisation steps; 0 = auto: from the relief 400 on CUDA and 60 on the CPU, else the preset's",
+        lo=0, hi=100_000))
+    size: int = field(default=0, metadata=_rule(
+        "int", "side of the views the fit compares against, pixels; 0 = auto: 256 on CUDA, 128 on the CPU",
+        lo=0, hi=1024))
+    input_weight: int = field(default=4, metadata=_rule(
+        "int", "how many times the input photo's view counts against one generated view", lo=1, hi=32))
+    densify: str = field(default="auto", metadata=_rule(
+        "choice", "`auto` (none when starting from the relief, else the preset's), `default`, `mcmc` or `none`",
+        choices=("auto", "default", "mcmc", "none")))
+    depth_weight: float = field(default=0.05, metadata=_rule(
+        "float", "weight of the scale- and shift-invariant depth term (0 = off)", lo=0.0, hi=10.0))
+
+
+@dataclass(frozen=True)
+class EnhanceSettings:
+    """Settings of the `enhance` stage (renders of the fitted Gaussians -> enhanced views for `refine`)."""
+
+    backend: str = _backend("enhance")
+    size: int = field(default=256, metadata=_rule("int", "side of the rendered views, pixels", lo=64, hi=2048))
+    detail: float = field(default=0.3, metadata=_rule(
+        "float", "`classical`: unsharp-mask amount (0 = colour matching only)", lo=0.0, hi=2.0))
+    prompt: str = field(default="a high quality photo of an object, detailed, sharp", metadata=_rule(
+        "str", "`sdxl_lightning`: text prompt"))
+    strength: float = field(default=0.4, metadata=_rule(
+        "float", "`sdxl_lightning`: img2img strength (how far from the render)", lo=0.05, hi=1.0))
+    seed: int = field(default=0, metadata=_rule("int", "`sdxl_lightning`: random seed", lo=0, hi=2**31 - 1))
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Settings of the `refine` stage (enhanced views back-projected into the Gaussians: MVCRM, to come)."""
+
+    backend: str = _backend("refine")
 
 
 @dataclass(frozen=True)
@@ -154,8 +237,11 @@ class PipelineSettings:
 
     device: str = field(default="auto", metadata=_rule("device", "`auto`, `cpu`, `cuda` or `cuda:N`"))
     segment: SegmentSettings = field(default_factory=SegmentSettings)
+    multiview: MultiviewSettings = field(default_factory=MultiviewSettings)
     depth: DepthSettings = field(default_factory=DepthSettings)
-    lift: LiftSettings = field(default_factory=LiftSettings)
+    reconstruct: ReconstructSettings = field(default_factory=ReconstructSettings)
+    enhance: EnhanceSettings = field(default_factory=EnhanceSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,7 +250,8 @@ class PipelineSettings:
 
 
 _SECTIONS: dict[str, type] = {
-    "segment": SegmentSettings, "depth": DepthSettings, "lift": LiftSettings, "export": ExportSettings,
+    "segment": SegmentSettings, "multiview": MultiviewSettings, "depth": DepthSettings,
+    "reconstruct": ReconstructSettings, "enhance": EnhanceSettings, "refine": RefineSettings, "export": ExportSettings,
 }
 
 
@@ -254,6 +341,10 @@ def _coerce(key: str, value: Any, rule: Mapping[str, Any]) -> Any:
         if text not in rule["choices"]:
             raise SettingsError(key, "one of " + ", ".join(f"`{c}`" for c in rule["choices"]), value)
         return text
+    if kind == "str":
+        if not isinstance(value, str) or len(value) > 1000:
+            raise SettingsError(key, "a string of at most 1000 characters", value)
+        return value
     if kind == "device":
         if not isinstance(value, str) or not _DEVICE.match(value.strip()):
             raise SettingsError(key, "`auto`, `cpu`, `cuda` or `cuda:N`", value)

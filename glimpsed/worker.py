@@ -151,7 +151,8 @@ class Worker:
         workdir = Path(job.workdir or self.config.path("work") / job.id)
         try:
             result = self.pipeline(workdir / "input" / "image.png", settings, workdir,
-                                   on_progress=on_progress, should_stop=should_stop)
+                                   on_progress=on_progress, should_stop=should_stop,
+                                   models_dir=self.config.path("models"))
             if keeper.lost:
                 raise PipelineStopped("publish")
             return self._publish(job, result, bound)

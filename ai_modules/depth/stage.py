@@ -1,4 +1,13 @@
-"""The `depth` stage: cutout -> relief height + confidence (embedded backend `inflation`)."""
+"""The `depth` stage: every view (the ring and the input) -> relative depth + confidence.
+
+Backends:
+* `inflation` (embedded): silhouette inflation of each view's mask (`functional.inflate`);
+  confidence from the distance to the silhouette.
+* `dpt` (learned): MiDaS/DPT (`ai_modules.midas_depth`) and its confidence.
+
+Either way the depth is *relative*: larger = nearer the camera, with an unknown scale and
+shift per view, which is how `reconstruct` compares it (scale- and shift-invariant).
+"""
 
 from __future__ import annotations
 
@@ -8,95 +17,125 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..base import NO_HOOKS, Stage, StageHooks, check_array
+from ..base import NO_HOOKS, Stage, StageHooks
 from ..errors import FormatError
-from ..fileio import map_files
-from ..imageio import load_npy, save_npy, save_png
+from ..fileio import atomic_path
+from ..imageio import save_png
+from ..multiview.stage import MultiviewOutputs
 from ..settings import DepthSettings
 from . import functional as F
 
 
 @dataclass
-class DepthInputs:
-    """The cutout.
-
-    Attributes:
-        image: [S,S,3] float32 0..1 on white (unused by `inflation`; learned backends read it).
-        alpha: [S,S] float32 0..1; the silhouette is ``alpha >= 0.5``.
-    """
-
-    image: np.ndarray
-    alpha: np.ndarray
-
-
-@dataclass
 class DepthOutputs:
-    """Depth of the view.
+    """Depth of every view: the 16 ring views first, then the input view.
 
     Attributes:
-        depth: [S,S] float32 >= 0, the front surface's height above the object's
-            mid-plane toward the camera, in cutout pixels (larger = nearer the
-            camera); 0 outside the silhouette.
-        confidence: [S,S] float32 0..1 (0 outside and at the rim, 1 deep inside).
+        depth: [V,H,W] float32 relative depth (larger = nearer, unknown scale and shift per view);
+            0 outside the silhouettes.
+        confidence: [V,H,W] float32 0..1 (0 outside the silhouettes).
+        input_depth, input_confidence: [S,S] the same for the input view (its own size).
         metrics: numbers for the stage record.
     """
 
     depth: np.ndarray
     confidence: np.ndarray
+    input_depth: np.ndarray
+    input_confidence: np.ndarray
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class DepthStage(Stage):
-    """Estimate a relief for the cutout by silhouette inflation (see `functional`).
-
-    Example:
-        >>> out = DepthStage(DepthSettings()).run(DepthInputs(image, alpha))   # doctest: +SKIP
-    """
+    """Estimate a relative depth for every view (module docstring)."""
 
     name: ClassVar[str] = "depth"
-    files: ClassVar[dict[str, str]] = {"depth": "depth.npy", "confidence": "confidence.npy",
-                                       "depth_preview": "depth.png"}
+    files: ClassVar[dict[str, str]] = {"depth": "depth.npz", "depth_preview": "depth.png"}
 
-    def __init__(self, settings: DepthSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: DepthSettings, models_dir: Path | None = None) -> None:
+        super().__init__(settings, models_dir)
+        self._estimator: Any = None
 
-    def check_inputs(self, inputs: DepthInputs) -> None:
-        """Raise ValueError unless image [S,S,3] and alpha [S,S] float32 are given."""
-        check_array("image", inputs.image, 3, np.float32, channels=3)
-        check_array("alpha", inputs.alpha, 2, np.float32)
-        if inputs.alpha.shape != inputs.image.shape[:2]:
-            raise ValueError(f"`alpha` must be {list(inputs.image.shape[:2])}, got {list(inputs.alpha.shape)}")
+    def load(self, device: str) -> None:
+        """Load DPT for the `dpt` backend (raises ModelNotAvailable when its files are missing)."""
+        super().load(device)
+        if self.backend == "dpt":
+            self.require_models()
+            from ..midas_depth import DepthEstimator
 
-    def run(self, inputs: DepthInputs, hooks: StageHooks = NO_HOOKS) -> DepthOutputs:
-        """Inflate the silhouette; the confidence ramp is a fraction of the object's long side."""
+            self._estimator = DepthEstimator(self.models_dir, device=device)
+
+    def unload(self) -> None:
+        """Drop the estimator."""
+        self._estimator = None
+
+    def check_inputs(self, inputs: MultiviewOutputs) -> None:
+        """Raise ValueError unless the multiview outputs hold views."""
+        if not isinstance(inputs, MultiviewOutputs) or len(inputs.ring) == 0 or len(inputs.input) != 1:
+            raise ValueError("`inputs` must be the multiview stage's outputs with ring views and one input view")
+
+    def run(self, inputs: MultiviewOutputs, hooks: StageHooks = NO_HOOKS) -> DepthOutputs:
+        """Estimate depth and confidence view by view (progress per view, stop checks between views)."""
         self.check_inputs(inputs)
-        mask = inputs.alpha >= 0.5
+        views = [(img, a) for img, a in zip(inputs.ring.images, inputs.ring.alphas)]
+        views.append((inputs.input.images[0], inputs.input.alphas[0]))
+        depths, confidences = [], []
+        for i, (image, alpha) in enumerate(views):
+            hooks.check_stop()
+            hooks.report((i + 1) / (len(views) + 1), f"view {i + 1}/{len(views)}")
+            depth, confidence = self._one(image, alpha)
+            depths.append(depth)
+            confidences.append(confidence)
+        ring_depth, ring_conf = np.stack(depths[:-1]), np.stack(confidences[:-1])
+        metrics = {"views": len(views), "mean_confidence": round(float(np.mean(
+            [c[a >= 0.5].mean() if (a >= 0.5).any() else 0.0 for (_, a), c in zip(views, confidences)])), 4)}
+        return DepthOutputs(ring_depth, ring_conf, depths[-1], confidences[-1], metrics)
+
+    def _one(self, image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = alpha >= 0.5
+        if not mask.any():
+            return np.zeros_like(alpha), np.zeros_like(alpha)
+        if self.backend == "dpt":
+            depth = self._estimator.predict(image)
+            confidence = self._estimator.confidence(image, depth, mask=mask)
+            return np.where(mask, depth, 0.0).astype(np.float32), confidence.astype(np.float32)
         ys, xs = np.nonzero(mask)
-        long_side = float(max(np.ptp(ys), np.ptp(xs)) + 1) if len(ys) else 1.0
-        hooks.report(0.1, "solving the Poisson equation")
-        depth = F.inflate(mask, self.settings.thickness)
-        confidence = F.rim_confidence(mask, self.settings.confidence_ramp * long_side)
-        metrics = {"max_depth_px": round(float(depth.max()), 4), "object_long_side_px": long_side,
-                   "mean_confidence": round(float(confidence[mask].mean()) if mask.any() else 0.0, 4)}
-        return DepthOutputs(depth, confidence, metrics)
+        long_side = float(max(np.ptp(ys), np.ptp(xs)) + 1)
+        return (F.inflate(mask, self.settings.thickness),
+                F.rim_confidence(mask, self.settings.confidence_ramp * long_side))
 
     def save(self, outputs: DepthOutputs, directory: Path) -> dict[str, str]:
-        """Write ``depth.npy``, ``confidence.npy`` and the visualisation ``depth.png``."""
+        """Write ``depth.npz`` (all arrays) and the contact sheet ``depth.png`` (bright = near)."""
         d = Path(directory)
-        save_npy(d / self.files["depth"], outputs.depth)
-        save_npy(d / self.files["confidence"], outputs.confidence)
-        save_png(d / self.files["depth_preview"], F.depth_preview(outputs.depth, outputs.depth > 0))
+        with atomic_path(d / self.files["depth"]) as tmp, open(tmp, "wb") as f:
+            np.savez(f, depth=outputs.depth, confidence=outputs.confidence, input_depth=outputs.input_depth,
+                     input_confidence=outputs.input_confidence)
+        tiles = [F.depth_preview(_normalised(x), x != 0) for x in outputs.depth]
+        rows = [np.concatenate(tiles[i:i + 8], axis=1) for i in range(0, len(tiles) - len(tiles) % 8, 8)]
+        save_png(d / self.files["depth_preview"], np.concatenate(rows or tiles[:1], axis=0))
         return dict(self.files)
 
     def load_outputs(self, directory: Path) -> DepthOutputs:
-        """Read ``depth.npy`` and ``confidence.npy`` back.
+        """Read ``depth.npz`` back.
 
         Raises:
-            FormatError: missing files or mismatched shapes.
+            FormatError: missing, unreadable, or mismatched arrays.
         """
-        paths = map_files(Path(directory), self.files)
-        depth = load_npy(paths["depth"], 2)
-        confidence = load_npy(paths["confidence"], 2)
-        if depth.shape != confidence.shape:
-            raise FormatError(f"{directory}: depth {depth.shape} and confidence {confidence.shape} differ")
-        return DepthOutputs(depth, confidence)
+        path = Path(directory) / self.files["depth"]
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k].astype(np.float32) for k in
+                          ("depth", "confidence", "input_depth", "input_confidence")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise FormatError(f"{path}: unreadable depth arrays ({exc})") from exc
+        if arrays["depth"].shape != arrays["confidence"].shape or arrays["depth"].ndim != 3:
+            raise FormatError(f"{path}: depth {arrays['depth'].shape} and confidence "
+                              f"{arrays['confidence'].shape} must be equal [V,H,W]")
+        return DepthOutputs(**arrays)
+
+
+def _normalised(depth: np.ndarray) -> np.ndarray:
+    """Depth shifted so the silhouette's farthest point is 0 (for the preview)."""
+    inside = depth != 0
+    if not inside.any():
+        return depth
+    return np.where(inside, depth - depth[inside].min() + 1e-3, 0.0)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from ..gaussians import SH_C0, Gaussians
-from ..geometry import matrix_to_quat, quat_multiply, rotate_sh
 
 WORLD_TO_FILE = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 
@@ -44,30 +43,10 @@ SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u
 def to_file_frame(g: Gaussians, rotation: np.ndarray = WORLD_TO_FILE) -> Gaussians:
     """Rotate Gaussians from the world frame into the viewers' file frame (module docstring).
 
-    Args:
-        g: Gaussians in the world frame.
-        rotation: [3,3] proper rotation, file = rotation @ world.
-
-    Returns:
-        Rotated Gaussians (same device, float32).
-
     Raises:
         ValueError: `rotation` is not a proper rotation.
     """
-    rot = torch.as_tensor(rotation, dtype=torch.float64)
-    if rot.shape != (3, 3) or not torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-9) \
-            or abs(float(torch.linalg.det(rot)) - 1.0) > 1e-9:
-        raise ValueError("`rotation` must be a 3x3 rotation matrix with determinant +1")
-    q = matrix_to_quat(rot).to(g.quats)
-    r32 = rot.to(g.means)
-    return Gaussians(
-        means=g.means @ r32.T,
-        quats=quat_multiply(q.expand_as(g.quats), g.quats),
-        log_scales=g.log_scales.clone(),
-        opacity_logits=g.opacity_logits.clone(),
-        sh_dc=g.sh_dc.clone(),
-        sh_rest=rotate_sh(g.sh_rest, rot),
-    )
+    return g.rotated(rotation)
 
 
 def splat_order(log_scales: np.ndarray, opacity_logits: np.ndarray) -> np.ndarray:

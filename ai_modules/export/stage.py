@@ -153,8 +153,8 @@ class ExportStage(Stage):
                                        "splat_glb": "model.splats.glb", "preview": "preview.png",
                                        "turntable": "turntable.webp"}
 
-    def __init__(self, settings: ExportSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: ExportSettings, models_dir: Path | None = None) -> None:
+        super().__init__(settings, models_dir)
 
     def check_inputs(self, inputs: ExportInputs) -> None:
         """Raise ValueError unless a non-empty `Gaussians` is given."""

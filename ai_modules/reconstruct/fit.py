@@ -79,7 +79,8 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
         background: tuple[float, float, float] = (1.0, 1.0, 1.0), backend: str = "auto",
         device: str | torch.device = "cpu", seed: int = 0,
         should_stop: Callable[[], bool] | None = None,
-        on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[Gaussians, dict[str, Any]]:
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        train_metrics: bool = True) -> tuple[Gaussians, dict[str, Any]]:
     """Optimise Gaussians so their renders match `images` from `viewmats`/`Ks`.
 
     Args:
@@ -93,6 +94,7 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
         heldout: (images [U,H,W,3], viewmats [U,4,4], Ks [U,3,3]) measured but never trained on.
         should_stop: checked every step; True ends the fit early with what it has.
         on_step: called every 50 steps with (step, {"loss", "num_gaussians", "seconds"}).
+        train_metrics: measure PSNR/SSIM on the training views at the end (one render per view).
 
     Returns:
         The fitted Gaussians (on `device`, detached) and metrics: train/heldout PSNR and SSIM,
@@ -116,7 +118,7 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
     masks = masks.to(device) if masks is not None else None
     depths = depths.to(device) if depths is not None else None
     scene_scale = float(torch.linalg.inv(viewmats)[:, :3, 3].norm(dim=-1).max()) * 1.1
-    params, optimizers = _parameters(init.to(device), cfg, scene_scale, iterations, cfg.sh_degree)
+    params, optimizers = _parameters(init.to(device).clone(), cfg, scene_scale, iterations, cfg.sh_degree)
     means_decay = torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=0.01 ** (1 / max(iterations, 1)))
     strategy, state = _strategy(cfg, iterations, scene_scale, device)
     start, step = time.monotonic(), 0
@@ -155,7 +157,8 @@ def fit(images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, *,  # no
                                "seconds": round(time.monotonic() - start, 3), "num_gaussians": fitted.num,
                                "densify": cfg.densify if strategy is not None else "none",
                                "preset": preset if isinstance(preset, str) else "custom"}
-    metrics.update(_quality("train", fitted, images, viewmats, Ks, background, backend))
+    if train_metrics:
+        metrics.update(_quality("train", fitted, images, viewmats, Ks, background, backend))
     if heldout is not None:
         him, hv, hk = (t.to(device).float() for t in heldout)
         metrics.update(_quality("heldout", fitted, him, hv, hk, background, backend))

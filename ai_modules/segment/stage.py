@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..base import NO_HOOKS, Stage, StageHooks, check_array
-from ..errors import FormatError, InputError
+from ..errors import InputError
 from ..fileio import map_files
-from ..imageio import load_image, save_png
+from ..imageio import load_image, load_rgba, save_png
 from ..settings import SegmentSettings
 from . import functional as F
 
@@ -59,8 +59,8 @@ class SegmentStage(Stage):
     name: ClassVar[str] = "segment"
     artifact: ClassVar[str] = "cutout.png"
 
-    def __init__(self, settings: SegmentSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: SegmentSettings, models_dir: Path | None = None) -> None:
+        super().__init__(settings, models_dir)
 
     def check_inputs(self, inputs: SegmentInputs) -> None:
         """Raise ValueError/InputError unless exactly one of a readable path or arrays is given."""
@@ -112,10 +112,4 @@ class SegmentStage(Stage):
             FormatError: missing or not an RGBA image.
         """
         path = map_files(Path(directory), {"cutout": self.artifact})["cutout"]
-        try:
-            rgb, alpha = load_image(path)
-        except InputError as exc:
-            raise FormatError(f"{path}: not a readable PNG") from exc
-        if alpha is None:
-            raise FormatError(f"{path}: expected an RGBA image")
-        return SegmentOutputs(rgb.astype(np.float32) / 255.0, alpha.astype(np.float32) / 255.0)
+        return SegmentOutputs(*load_rgba(path))

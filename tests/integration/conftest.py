@@ -54,7 +54,8 @@ class DaemonProcess:
             "logging": {"format": "json"},
             # a smaller cutout and fewer rendered views keep each job about 2 s on a 2-core CPU; the
             # daemon's behaviour, not the export quality, is under test here
-            "pipeline": {"segment": {"size": 128, "object_size": 100},
+            "pipeline": {"segment": {"size": 128, "object_size": 100}, "multiview": {"view_size": 64},
+                         "reconstruct": {"iterations": 10, "size": 64},
                          "export": {"mesh_views": 4, "mesh_view_size": 64, "turntable_frames": 4,
                                     "turntable_size": 64, "preview_size": 64}},
         }

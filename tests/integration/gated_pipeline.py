@@ -15,7 +15,7 @@ from pathlib import Path
 from ai_modules.pipeline import run as real_run
 
 
-def run(input_path, settings, workdir, on_progress=None, should_stop=None):  # noqa: ANN001 - pipeline entry
+def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001 - pipeline entry
     gate = Path(os.environ["GLIMPSED_TEST_GATE"])
     after = os.environ.get("GLIMPSED_TEST_GATE_AFTER", "")
     finished: list[str] = []
@@ -36,4 +36,4 @@ def run(input_path, settings, workdir, on_progress=None, should_stop=None):  # n
                 time.sleep(0.05)
         return should_stop()
 
-    return real_run(input_path, settings, workdir, on_progress=progress, should_stop=gated_should_stop)
+    return real_run(input_path, settings, workdir, on_progress=progress, should_stop=gated_should_stop, **kwargs)

@@ -30,7 +30,7 @@ def test_copy_into_inbox_publishes_a_result(start_daemon, photo, mode):
     assert manifest["job_id"] == job.id
     assert manifest["source"] == {"name": "chair.jpg", "sha256": hashlib.sha256(data).hexdigest(),
                                   "bytes": len(data), "subfolder": ""}
-    assert [s["name"] for s in manifest["stages"]] == ["segment", "depth", "lift", "export"]
+    assert [s["name"] for s in manifest["stages"]] == ["segment", "multiview", "depth", "reconstruct", "enhance", "refine", "export"]
     assert all(s["backend"] and s["duration_s"] >= 0 for s in manifest["stages"])
     for entry in manifest["outputs"].values():
         blob = (folder / entry["file"]).read_bytes()
@@ -153,10 +153,11 @@ def test_kill_9_mid_job_then_restart_finishes_once(start_daemon, photo, tmp_path
     assert seen_incomplete == []
     assert len(d2.published()) == 1 and not list(d.outbox.glob(".staging-*"))
     runs = [line.split()[0] for line in (gate / "stages.log").read_text().splitlines()]
-    assert runs == ["segment", "depth", "lift", "export"]  # nothing ran twice
+    assert runs == ["segment", "multiview", "depth", "reconstruct", "enhance", "refine", "export"]  # nothing ran twice
     manifest = json.loads((d.outbox / "robot" / "manifest.json").read_text())
     assert {s["name"]: s["resumed"] for s in manifest["stages"]} == {
-        "segment": True, "depth": True, "lift": False, "export": False}
+        "segment": True, "multiview": True, "depth": True, "reconstruct": False, "enhance": False, "refine": False,
+        "export": False}
     assert "job_requeued" in [e["event"] for e in d2.store().events(job.id)]
 
 

@@ -18,7 +18,7 @@ def test_run_once_processes_the_inbox_and_exits(start_daemon, photo):
     job_lines = [entry for entry in lines if entry["event"] in ("job_started", "stage_started", "job_published")]
     assert job_lines and all("job_id" in entry for entry in job_lines)
     assert {entry["stage"] for entry in lines if entry["event"] == "stage_started"} == {
-        "segment", "depth", "lift", "export"}
+        "segment", "multiview", "depth", "reconstruct", "enhance", "refine", "export"}
 
 
 def test_submit_prints_the_output_folder_and_leaves_the_file(start_daemon, photo, tmp_path):

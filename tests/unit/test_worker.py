@@ -30,9 +30,10 @@ class FakePipeline:
         self.errors = list(errors)
         self.calls = 0
 
-    def __call__(self, input_path, settings, workdir, on_progress=None, should_stop=None):
+    def __call__(self, input_path, settings, workdir, on_progress=None, should_stop=None, models_dir=None):
         self.calls += 1
         assert Path(input_path).exists() and settings["device"] == "cpu"
+        assert models_dir is not None and Path(models_dir).name == "models"     # the daemon's paths.models
         on_progress("segment", 0.0, "start")
         if self.errors:
             raise self.errors.pop(0)

@@ -33,6 +33,7 @@ def disc_png(tmp_path: Path) -> Path:
 def small_settings() -> dict:
     """Settings that keep a pipeline run well under a second."""
     return {"device": "cpu", "segment": {"size": 96, "object_size": 72, "work_size": 160},
+            "multiview": {"view_size": 64}, "reconstruct": {"iterations": 4, "size": 64},
             "export": {"preview_size": 48, "preview_azimuths": [0, 180]}}
 
 

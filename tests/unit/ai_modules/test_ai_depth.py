@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai_modules.depth import DepthInputs, DepthStage, inflate, poisson_inflation, rim_confidence
+from ai_modules.depth import inflate, poisson_inflation, rim_confidence
+from ai_modules.depth.stage import DepthStage
+from ai_modules.multiview import MultiviewOutputs, Views
 from ai_modules.settings import DepthSettings
 
 
@@ -42,18 +44,25 @@ def test_confidence_is_zero_at_the_rim_and_one_inside():
     assert conf.min() >= 0 and conf.max() <= 1
 
 
-def test_stage_runs_saves_and_loads(tmp_path):
+def test_stage_estimates_every_view_and_round_trips(tmp_path):
     mask = disc_mask()
     alpha = mask.astype(np.float32)
     image = np.ones((128, 128, 3), np.float32)
+    ring = Views(np.repeat(image[None], 3, 0), np.repeat(alpha[None], 3, 0), np.repeat(np.eye(4)[None], 3, 0),
+                 np.repeat(np.eye(3)[None], 3, 0))
+    ring.alphas[1] = 0.0                                              # a view where nothing was generated
+    photo = Views(image[None], alpha[None], np.eye(4)[None], np.eye(3)[None])
     stage = DepthStage(DepthSettings())
-    out = stage.run(DepthInputs(image, alpha))
-    assert out.depth.shape == (128, 128) and out.confidence.shape == (128, 128)
-    assert out.metrics["object_long_side_px"] == 80
+    assert stage.backend == "inflation"
+    out = stage.run(MultiviewOutputs(ring, photo))
+    assert out.depth.shape == (3, 128, 128) and out.confidence.shape == (3, 128, 128)
+    assert np.array_equal(out.depth[0], inflate(mask, 0.5)) and np.array_equal(out.input_depth, out.depth[0])
+    assert not out.depth[1].any() and not out.confidence[1].any()
+    assert out.confidence[0][~mask].max() == 0.0 and out.confidence[0].max() == 1.0
     files = stage.save(out, tmp_path)
-    assert set(files) == {"depth", "confidence", "depth_preview"}
-    assert (tmp_path / "depth.png").is_file()
+    assert set(files) == {"depth", "depth_preview"} and (tmp_path / "depth.png").is_file()
     back = stage.load_outputs(tmp_path)
-    assert np.array_equal(back.depth, out.depth) and np.array_equal(back.confidence, out.confidence)
-    with pytest.raises(ValueError, match="`alpha` must be"):
-        stage.run(DepthInputs(image, alpha[:10]))
+    assert np.array_equal(back.depth, out.depth) and np.array_equal(back.input_confidence, out.input_confidence)
+    with pytest.raises(ValueError, match="multiview"):
+        stage.run(MultiviewOutputs(ring, Views(image[None][:0], alpha[None][:0], np.eye(4)[None][:0],
+                                               np.eye(3)[None][:0])))

@@ -34,14 +34,20 @@ def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_setting
     assert result.outputs["turntable"] == workdir / "export" / "turntable.webp"
     assert all(p.is_file() for p in result.outputs.values())
     assert [s.name for s in result.stages] == list(STAGES)
-    assert [s.backend for s in result.stages] == ["alpha_grabcut", "inflation", "relief", "inria"]
-    assert all(not s.resumed and s.duration_s > 0 and s.model_files == [] for s in result.stages)
+    assert [s.backend for s in result.stages] == ["alpha_grabcut", "relief", "inflation", "fit", "none", "none",
+                                                  "inria"]
+    assert "syncdreamer weights not found" in result.stages[1].reason
+    assert "refine.backend is none" in result.stages[4].reason and "skipped" in result.stages[5].reason
+    assert all(not s.resumed and s.duration_s >= 0 and s.model_files == [] for s in result.stages)
     assert result.pipeline_version == PIPELINE_VERSION and result.device == "cpu"
     for name in STAGES:
         done = json.loads((workdir / name / "done.json").read_text())
         assert done["record"]["name"] == name and done["pipeline_version"] == PIPELINE_VERSION
     assert not list(workdir.rglob("*.tmp"))
-    n = result.stages[2].metrics["gaussians"]
+    n = result.stages[5].metrics["gaussians"]
+    assert result.stages[3].metrics["iterations"] == 4 and result.stages[3].metrics["initial_from"] == "relief"
+    assert (workdir / "multiview" / "view_15.png").is_file() and (workdir / "reconstruct" / "gaussians_init.ply").is_file()
+    assert all(s.peak_rss_mb > 0 and s.peak_vram_mb is None for s in result.stages)
     assert result.outputs["ply"].stat().st_size == len(header(n, 3)) + n * 248
     assert result.outputs["splat"].stat().st_size == n * 32
     assert 0.1 < result.stages[0].metrics["mask_area_fraction"] < 0.3
@@ -53,7 +59,7 @@ def test_second_run_resumes_everything_without_recomputing(disc_png, tmp_path, s
     first = run(disc_png, small_settings, workdir)
     before = mtimes(workdir)
     second = run(disc_png, small_settings, workdir)
-    assert [s.resumed for s in second.stages] == [True] * 4
+    assert [s.resumed for s in second.stages] == [True] * 7
     assert [s.duration_s for s in second.stages] == [s.duration_s for s in first.stages]
     assert mtimes(workdir) == before
     assert second.outputs == first.outputs
@@ -62,12 +68,12 @@ def test_second_run_resumes_everything_without_recomputing(disc_png, tmp_path, s
 def test_stage_without_done_json_is_redone_with_the_stages_after_it(disc_png, tmp_path, small_settings):
     workdir = tmp_path / "job"
     run(disc_png, small_settings, workdir)
-    (workdir / "lift" / "done.json").unlink()
-    (workdir / "lift" / "half-written.tmp").write_bytes(b"junk")
+    (workdir / "reconstruct" / "done.json").unlink()
+    (workdir / "reconstruct" / "half-written.tmp").write_bytes(b"junk")
     before = mtimes(workdir)
     result = run(disc_png, small_settings, workdir)
-    assert [s.resumed for s in result.stages] == [True, True, False, False]
-    assert not (workdir / "lift" / "half-written.tmp").exists()
+    assert [s.resumed for s in result.stages] == [True, True, True, False, False, False, False]
+    assert not (workdir / "reconstruct" / "half-written.tmp").exists()
     after = mtimes(workdir)
     assert after["segment/cutout.png"] == before["segment/cutout.png"]
     assert after["export/model.ply"] != before["export/model.ply"]
@@ -76,34 +82,32 @@ def test_stage_without_done_json_is_redone_with_the_stages_after_it(disc_png, tm
 def test_changed_settings_redo_the_affected_stages(disc_png, tmp_path, small_settings):
     workdir = tmp_path / "job"
     run(disc_png, small_settings, workdir)
-    changed = {**small_settings, "lift": {"back_shade": 0.5}}
+    changed = {**small_settings, "reconstruct": {**small_settings["reconstruct"], "input_weight": 2}}
     result = run(disc_png, changed, workdir)
-    assert [s.resumed for s in result.stages] == [True, True, False, False]
+    assert [s.resumed for s in result.stages] == [True, True, True, False, False, False, False]
 
 
 def test_unreadable_resumed_artifact_is_recomputed(disc_png, tmp_path, small_settings):
     workdir = tmp_path / "job"
     run(disc_png, small_settings, workdir)
-    (workdir / "depth" / "done.json").unlink()
+    (workdir / "multiview" / "done.json").unlink()
     (workdir / "segment" / "cutout.png").write_bytes(b"broken")
     result = run(disc_png, small_settings, workdir)
-    assert [s.resumed for s in result.stages] == [False, False, False, False]
+    assert [s.resumed for s in result.stages] == [False] * 7
 
 
 def test_should_stop_raises_at_the_boundary_and_a_later_run_finishes(disc_png, tmp_path, small_settings):
     workdir = tmp_path / "job"
-    calls = []
 
-    def stop_before_third_stage() -> bool:
-        calls.append(1)
-        return len(calls) == 3
+    def stop_once_multiview_is_done() -> bool:
+        return (workdir / "multiview" / "done.json").is_file()
 
     with pytest.raises(PipelineStopped) as info:
-        run(disc_png, small_settings, workdir, should_stop=stop_before_third_stage)
-    assert info.value.next_stage == "lift"
-    assert (workdir / "depth" / "done.json").is_file() and not (workdir / "lift").exists()
+        run(disc_png, small_settings, workdir, should_stop=stop_once_multiview_is_done)
+    assert info.value.next_stage == "depth"
+    assert (workdir / "multiview" / "done.json").is_file() and not (workdir / "depth").exists()
     result = run(disc_png, small_settings, workdir, should_stop=lambda: False)
-    assert [s.resumed for s in result.stages] == [True, True, False, False]
+    assert [s.resumed for s in result.stages] == [True, True, False, False, False, False, False]
     assert result.outputs["ply"].is_file()
 
 

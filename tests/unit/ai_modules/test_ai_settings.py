@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ai_modules.errors import SettingsError
-from ai_modules.settings import (EMBEDDED_BACKENDS, PipelineSettings, default_settings, parse_settings,
+from ai_modules.settings import (EMBEDDED_BACKENDS, STAGE_NAMES, PipelineSettings, default_settings, parse_settings,
                                  settings_reference)
 
 
@@ -23,9 +23,9 @@ def test_defaults_round_trip_through_parse():
 
 def test_strings_from_environment_are_coerced():
     s = parse_settings({"device": "cpu", "segment": {"size": "128", "object_size": "100"},
-                        "depth": {"thickness": "0.7"}, "lift": {"side_walls": "false"},
+                        "depth": {"thickness": "0.7"}, "multiview": {"side_walls": "false"},
                         "export": {"formats": "ply, splat", "preview_azimuths": "0,90"}})
-    assert s.segment.size == 128 and s.depth.thickness == 0.7 and s.lift.side_walls is False
+    assert s.segment.size == 128 and s.depth.thickness == 0.7 and s.multiview.side_walls is False
     assert s.export.formats == ("ply", "splat") and s.export.preview_azimuths == (0.0, 90.0)
 
 
@@ -37,7 +37,9 @@ def test_strings_from_environment_are_coerced():
     ({"segmnt": {}}, "pipeline.segmnt", "did you mean `segment`"),
     ({"segment": {"backend": "rembg"}}, "pipeline.segment.backend", "`auto`, `alpha_grabcut`"),
     ({"depth": {"thickness": "nan"}}, "pipeline.depth.thickness", "must be a number"),
-    ({"lift": {"side_walls": "maybe"}}, "pipeline.lift.side_walls", "boolean"),
+    ({"multiview": {"side_walls": "maybe"}}, "pipeline.multiview.side_walls", "boolean"),
+    ({"multiview": {"backend": "zero123"}}, "pipeline.multiview.backend", "`syncdreamer`"),
+    ({"enhance": {"prompt": 3}}, "pipeline.enhance.prompt", "a string"),
     ({"export": {"formats": ["ply", "gif"]}}, "pipeline.export.formats[1]", "`ply`, `splat`, `glb`"),
     ({"export": {"formats": []}}, "pipeline.export.formats", "1 to 6 items"),
     ({"device": "gpu"}, "pipeline.device", "`cuda:N`"),
@@ -53,7 +55,7 @@ def test_errors_name_the_dotted_key(mapping, key, fragment):
 
 
 def test_every_stage_lists_its_embedded_backend_and_reference_is_complete():
-    assert set(EMBEDDED_BACKENDS) == {"segment", "depth", "lift", "export"}
+    assert tuple(EMBEDDED_BACKENDS) == STAGE_NAMES
     keys = {row["key"] for row in settings_reference()}
     assert "pipeline.segment.size" in keys and "pipeline.device" in keys
     assert all(row["doc"] for row in settings_reference())

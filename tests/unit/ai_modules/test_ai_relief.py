@@ -1,4 +1,4 @@
-"""The lift stage: a closed relief of Gaussians in the world frame."""
+"""The embedded multiview backend `relief`: a closed relief of Gaussians in the world frame."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import torch
 
 from ai_modules.depth import inflate
 from ai_modules.geometry import quat_to_matrix
-from ai_modules.lift import LiftInputs, LiftStage, lift_relief
-from ai_modules.lift.functional import surface_frames
-from ai_modules.settings import LiftSettings
+from ai_modules.multiview.relief import lift_relief, surface_frames
 
 S = 96
 
@@ -92,17 +90,3 @@ def test_surface_frames_cover_the_slope_exactly():
     steep = (sy ** 2 + sz ** 2) >= 0.05 ** 2
     assert torch.allclose(cov[steep], expected[steep], atol=1e-12)
     assert torch.allclose(cov, expected, atol=0.01 ** 2 * 0.05 ** 2)           # flat ones: stretch ignored
-
-
-def test_stage_shrinks_to_the_box_and_round_trips(tmp_path):
-    image, alpha, _ = quadrant_cutout()
-    deep = inflate(alpha >= 0.5, 2.0)
-    stage = LiftStage(LiftSettings(extent=1.0))
-    out = stage.run(LiftInputs(image, alpha, deep))
-    assert float(out.gaussians.means.abs().max()) <= 0.49 + 1e-6
-    assert out.metrics["gaussians"] == out.gaussians.num
-    stage.save(out, tmp_path)
-    back = stage.load_outputs(tmp_path).gaussians
-    assert torch.equal(back.means, out.gaussians.means) and torch.equal(back.quats, out.gaussians.quats)
-    with pytest.raises(ValueError, match="`depth` must be finite"):
-        stage.run(LiftInputs(image, alpha, -deep))

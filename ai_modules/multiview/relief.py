@@ -1,4 +1,4 @@
-"""Pure functions of the embedded lift backend `relief`: cutout + relief height -> closed Gaussians.
+"""The embedded multiview backend `relief`: cutout + relief height -> a closed object of Gaussians.
 
 Frame (ARCHITECTURE.md): the photo is what the camera at azimuth 0 sees; that
 camera sits on +X looking at the origin, so image column u -> world +Y, image
@@ -24,16 +24,24 @@ Three layers of Gaussians make a closed object:
 
 Gradients are clipped at `MAX_SLOPE` (the rounded rim is nearly vertical); the
 walls cover what the clipped surfaces leave open.
+
+`relief_object` then places this relief under the input photo's own camera: a
+perspective camera at azimuth 0 and the photo's elevation (ARCHITECTURE.md's
+orbit), so that the object, seen from that camera, covers exactly the cutout's
+pixels (each Gaussian slides along its pixel's ray to its depth, and the relief
+tilts toward the camera).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from ..cameras import intrinsics, orbit_camera
 from ..gaussians import Gaussians, rgb_to_sh_dc
 from ..geometry import quat_multiply
 
@@ -151,9 +159,15 @@ def rim_walls(mask: np.ndarray, height: np.ndarray, colour: np.ndarray, back_col
     return uv, x_px, out[rep], step, rgb
 
 
+def relief_pixel_size(mask: np.ndarray, extent: float) -> float:
+    """World size of one cutout pixel: the silhouette's long side spans `extent`."""
+    vs, us = np.nonzero(mask)
+    return extent / float(max(np.ptp(us), np.ptp(vs)) + 1)
+
+
 def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, extent: float = 0.8,
                 back_shade: float = 0.9, side_walls: bool = True, opacity: float = 0.95,
-                footprint: float = 0.6, flatness: float = 0.1) -> Gaussians:
+                footprint: float = 0.6, flatness: float = 0.1, fit_box: bool = True) -> Gaussians:
     """Turn a cutout and its relief height into a closed set of Gaussians (see the module docstring).
 
     Args:
@@ -166,6 +180,7 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
         opacity: opacity of every Gaussian.
         footprint: standard deviation across the surface, in pixel footprints.
         flatness: standard deviation along the normal / across it.
+        fit_box: scale down uniformly if any mean would leave [-BOX_LIMIT, BOX_LIMIT]^3.
 
     Returns:
         Gaussians on the CPU, SH degree 0.
@@ -178,7 +193,7 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
         raise ValueError("`alpha` must contain a silhouette (alpha >= 0.5), got none")
     size = mask.shape[1]
     vs, us = np.nonzero(mask)
-    p = extent / float(max(np.ptp(us), np.ptp(vs)) + 1)
+    p = relief_pixel_size(mask, extent)
     colour = uncomposite(image, alpha)
     back = colour * back_shade
     du, dv = masked_gradient(height, mask)
@@ -204,13 +219,57 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
         scales_l.append(torch.from_numpy(np.log(np.stack([s_x, np.full_like(s_x, sigma),
                                                           np.full_like(s_x, flatness * sigma)], -1))))
         rgbs.append(rgb)
-    return _assemble(np.concatenate(means), torch.cat(scales_l), torch.cat(quats_l), np.concatenate(rgbs), opacity)
+    return _assemble(np.concatenate(means), torch.cat(scales_l), torch.cat(quats_l), np.concatenate(rgbs), opacity,
+                     fit_box)
+
+
+def relief_object(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, elevation: float = 30.0,
+                  distance: float = 1.5, extent: float = 0.8, **relief: Any
+                  ) -> tuple[Gaussians, np.ndarray, np.ndarray]:
+    """The relief as the photo's camera sees it: (Gaussians in the world, that camera's viewmat [4,4] and K [3,3]).
+
+    The camera sits at azimuth 0, `elevation` degrees, `distance` from the origin, with a
+    focal length at which the relief's mid-plane appears at the cutout's scale. The whole
+    scene (object and camera together, which leaves the view unchanged) is scaled down if the
+    object would leave the box [-BOX_LIMIT, BOX_LIMIT]^3.
+
+    Args:
+        image, alpha, height: as for `lift_relief` ([S,S,3], [S,S], [S,S] in pixels).
+        elevation: the photo's elevation, degrees.
+        distance: the camera's distance from the origin before any scaling.
+        extent: world length of the silhouette's long side on the mid-plane.
+        relief: the other keyword arguments of `lift_relief`.
+
+    Raises:
+        ValueError: an empty silhouette, or `distance` <= the relief's depth.
+    """
+    mask = alpha >= 0.5
+    if not mask.any():
+        raise ValueError("`alpha` must contain a silhouette (alpha >= 0.5), got none")
+    p = relief_pixel_size(mask, extent)
+    g = lift_relief(image, alpha, height, extent=extent, fit_box=False, **relief)
+    toward = g.means[:, :1].double()                                    # depth toward the camera
+    if float(toward.max()) >= 0.9 * distance:
+        raise ValueError(f"`distance` must exceed the relief's depth {float(toward.max()):.3f}, got {distance}")
+    along = (distance - toward) / distance                              # perspective: slide along the pixel's ray
+    means = g.means.double() * torch.cat([torch.ones_like(along), along, along], dim=1)
+    e = math.radians(elevation)
+    tilt = np.array([[math.cos(e), 0.0, -math.sin(e)], [0.0, 1.0, 0.0], [math.sin(e), 0.0, math.cos(e)]])
+    g = Gaussians(means=means.float(), quats=g.quats, log_scales=g.log_scales + torch.log(along).float(),
+                  opacity_logits=g.opacity_logits, sh_dc=g.sh_dc, sh_rest=g.sh_rest).rotated(tilt)
+    reach = float(g.means.abs().max())
+    scale = min(1.0, BOX_LIMIT / reach)
+    if scale < 1.0:
+        g = Gaussians(means=g.means * scale, quats=g.quats, log_scales=g.log_scales + math.log(scale),
+                      opacity_logits=g.opacity_logits, sh_dc=g.sh_dc, sh_rest=g.sh_rest)
+    size = alpha.shape[1]
+    return g, orbit_camera(0.0, elevation, distance * scale), intrinsics(distance / p, size, alpha.shape[0])
 
 
 def _assemble(means: np.ndarray, log_scales: torch.Tensor, quats: torch.Tensor, rgb: np.ndarray,
-              opacity: float) -> Gaussians:
+              opacity: float, fit_box: bool = True) -> Gaussians:
     reach = np.abs(means).max()
-    shrink = min(1.0, BOX_LIMIT / reach) if reach > 0 else 1.0
+    shrink = min(1.0, BOX_LIMIT / reach) if reach > 0 and fit_box else 1.0
     n = len(means)
     return Gaussians(
         means=torch.from_numpy(means * shrink).float(),

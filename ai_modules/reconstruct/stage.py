@@ -1,0 +1,133 @@
+"""The `reconstruct` stage: the ring views + the input view (+ depth) -> fitted Gaussians (backend `fit`).
+
+It runs the Gaussian core's `fit` over the 16 ring views and the photo's own view (which
+counts `input_weight` times: it is the only real one). It starts from the relief when the
+multiview stage built one (a few hundred steps then suffice), else from the views' visual hull.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+
+from ..base import NO_HOOKS, Stage, StageHooks
+from ..depth.stage import DepthOutputs
+from ..gaussians import Gaussians
+from ..multiview.stage import MultiviewOutputs, Views
+from ..settings import ReconstructSettings
+from .fit import PRESETS, fit
+from .init import from_visual_hull
+from .quality import input_view_quality
+
+#: Steps when starting from the relief with `iterations: 0` (auto), by device type.
+RELIEF_ITERATIONS = {"cuda": 400, "cpu": 60}
+#: Side of the fitted views with `size: 0` (auto), by device type.
+AUTO_SIZE = {"cuda": 256, "cpu": 128}
+#: Depth pixels below this confidence are left out of the depth term.
+MIN_DEPTH_CONFIDENCE = 0.3
+
+
+@dataclass
+class ReconstructInputs:
+    """The views and their depth."""
+
+    views: MultiviewOutputs
+    depth: DepthOutputs
+
+
+@dataclass
+class ReconstructOutputs:
+    """The fitted Gaussians (world frame, CPU) and where they started from."""
+
+    gaussians: Gaussians
+    initial: Gaussians
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ReconstructStage(Stage):
+    """Fit Gaussians to the views (module docstring)."""
+
+    name: ClassVar[str] = "reconstruct"
+    files: ClassVar[dict[str, str]] = {"gaussians": "gaussians.ply", "initial": "gaussians_init.ply"}
+
+    def __init__(self, settings: ReconstructSettings, models_dir: Path | None = None) -> None:
+        super().__init__(settings, models_dir)
+
+    def check_inputs(self, inputs: ReconstructInputs) -> None:
+        """Raise ValueError unless the views and depths agree."""
+        v = inputs.views
+        if not isinstance(v, MultiviewOutputs) or not isinstance(inputs.depth, DepthOutputs):
+            raise ValueError("`inputs` must hold the multiview and depth stages' outputs")
+        if inputs.depth.depth.shape != v.ring.alphas.shape:
+            raise ValueError(f"depth {list(inputs.depth.depth.shape)} must match the ring views "
+                             f"{list(v.ring.alphas.shape)}")
+
+    def run(self, inputs: ReconstructInputs, hooks: StageHooks = NO_HOOKS) -> ReconstructOutputs:
+        """Fit; report progress every 50 steps; a stop request ends the fit and raises PipelineStopped."""
+        self.check_inputs(inputs)
+        s, kind = self.settings, torch.device(self.device).type
+        size = s.size or AUTO_SIZE[kind]
+        ring = _resized(inputs.views.ring, inputs.depth.depth, inputs.depth.confidence, size)
+        photo = _resized(inputs.views.input, inputs.depth.input_depth[None], inputs.depth.input_confidence[None],
+                         size)
+        parts = [ring] + [photo] * s.input_weight
+        images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
+                                               for i in range(5))
+        relief = inputs.views.gaussians
+        initial = relief if relief is not None else from_visual_hull(
+            images, masks, viewmats, ks, PRESETS[s.preset].init_points, generator=torch.Generator().manual_seed(0))
+        iterations = s.iterations or (RELIEF_ITERATIONS[kind] if relief is not None else PRESETS[s.preset].iterations)
+        densify = s.densify if s.densify != "auto" else ("none" if relief is not None else PRESETS[s.preset].densify)
+        preset = dataclasses.replace(PRESETS[s.preset], iterations=iterations, densify=densify,
+                                     depth_lambda=s.depth_weight)
+        hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
+                           f"{iterations} steps")
+        fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if s.depth_weight > 0 else None,
+                              init=initial, preset=preset, device=self.device, should_stop=hooks.should_stop,
+                              train_metrics=False,
+                              on_step=lambda step, m: hooks.report(0.02 + 0.9 * step / iterations,
+                                                                   f"step {step}/{iterations}, "
+                                                                   f"{m['num_gaussians']} Gaussians"))
+        hooks.check_stop()
+        metrics.update(input_view_quality(fitted, inputs.views.input))
+        metrics.update(size=size, initial_gaussians=initial.num,
+                       initial_from="relief" if relief is not None else "visual hull")
+        return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
+
+    def save(self, outputs: ReconstructOutputs, directory: Path) -> dict[str, str]:
+        """Write ``gaussians.ply`` (fitted) and ``gaussians_init.ply`` (where the fit started)."""
+        d = Path(directory)
+        outputs.gaussians.save_ply(d / self.files["gaussians"])
+        outputs.initial.save_ply(d / self.files["initial"])
+        return dict(self.files)
+
+    def load_outputs(self, directory: Path) -> ReconstructOutputs:
+        """Read both .ply files back (strict reader; raises FormatError)."""
+        d = Path(directory)
+        return ReconstructOutputs(Gaussians.load_ply(d / self.files["gaussians"]),
+                                  Gaussians.load_ply(d / self.files["initial"]))
+
+
+def _resized(views: Views, depth: np.ndarray, confidence: np.ndarray, size: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(images, masks, depths with NaN where not confident, viewmats, Ks) at `size` x `size`."""
+    scale = size / views.images.shape[2]
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+
+    def rs(a: np.ndarray) -> np.ndarray:
+        return a if a.shape[1] == size else cv2.resize(a, (size, size), interpolation=interp)
+
+    images = np.stack([rs(x) for x in views.images]).astype(np.float32)
+    masks = np.stack([rs(x) for x in views.alphas]).astype(np.float32)
+    conf = np.stack([rs(x) for x in confidence])
+    depths = np.stack([rs(x) for x in depth]).astype(np.float32)
+    depths = np.where(conf >= MIN_DEPTH_CONFIDENCE, depths, np.nan).astype(np.float32)
+    ks = views.Ks.copy()
+    ks[:, :2] *= scale
+    return images, masks, depths, views.viewmats.astype(np.float32), ks.astype(np.float32)
