@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from .cameras import world_to_camera_4x4
-from .config import LATENT_SCALE, VIEW_NUM, RunOptions, SyncDreamerConfig
+from .config import VIEW_NUM, RunOptions, SyncDreamerConfig
 from .model import SyncDreamerModel
 from .preprocess import clip_pixels, elevation_radians, prepare_image
-from .sampler import ddim_step, make_ddim_schedule
-from .speed import autocast, choose_batch_view_num, on_device, resolve_dtype
+from .sampler import ddim_step, ddim_timesteps, make_ddim_schedule
+from .speed import choose_batch_view_num, on_device, precision_context, resolve_dtype
 from .weights import LoadReport, load_weights, locate_weights
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -60,7 +60,7 @@ def sample_latents(model: SyncDreamerModel, x_input: torch.Tensor, clip_embed: t
     total = schedule.num_steps
     for step, index in enumerate(reversed(range(total))):
         t = torch.full((b,), int(schedule.timesteps[index]), device=device, dtype=torch.long)
-        with autocast(device, dtype):
+        with precision_context(device, dtype):
             eps = model.denoise(x, t, x_input, clip_embed, elevation, cfg_scale, batch_view_num, unet=unet)
         noise = randn(tuple(x.shape), generator, device) if index != 0 else None
         x = ddim_step(x, eps.float(), schedule, index, noise)
@@ -155,8 +155,7 @@ class SyncDreamer:
             raise TypeError(f"`rgba_image` must be a PIL.Image, got {type(rgba_image).__name__}")
         if not (isinstance(elevation_deg, (int, float)) and math.isfinite(elevation_deg) and -90 < elevation_deg < 90):
             raise ValueError(f"`elevation_deg` must be a finite angle in (-90, 90) degrees, got {elevation_deg!r}")
-        if not (isinstance(steps, int) and 1 <= steps <= 1000):
-            raise ValueError(f"`steps` must be an integer in 1..1000, got {steps!r}")
+        ddim_timesteps(steps)                     # raises ValueError naming `steps` when unusable
         if not (isinstance(cfg_scale, (int, float)) and math.isfinite(cfg_scale) and cfg_scale >= 0):
             raise ValueError(f"`cfg_scale` must be a finite number >= 0, got {cfg_scale!r}")
 
@@ -166,11 +165,11 @@ class SyncDreamer:
         """Preprocess and encode the input (always fp32): (x_input [1,4,32,32], clip_embed [1,1,768], elevation [1])."""
         image = prepare_image(rgba_image, crop_size).permute(2, 0, 1)[None].contiguous()
         elevation = elevation_radians(elevation_deg).to(self.device)
-        low = self.options.low_memory
-        with on_device(self.model.clip_image_encoder, self.device, low):
+        low, fp32 = self.options.low_memory, torch.float32
+        with on_device(self.model.clip_image_encoder, self.device, low), precision_context(self.device, fp32):
             clip_embed = self.model.encode_clip(clip_pixels(image).to(self.device))
         eps = randn((1, 4, image.shape[-2] // 8, image.shape[-1] // 8), generator, self.device)
-        with on_device(self.model.first_stage_model, self.device, low):
+        with on_device(self.model.first_stage_model, self.device, low), precision_context(self.device, fp32):
             x_input = self.model.encode_input_latent(image.to(self.device), eps)
         return x_input, clip_embed, elevation
 
@@ -183,7 +182,7 @@ class SyncDreamer:
         out = []
         with on_device(self.model.first_stage_model, self.device, self.options.low_memory):
             for start in range(0, views.shape[0], chunk):
-                with autocast(self.device, dtype):
+                with precision_context(self.device, dtype):
                     out.append(self.model.decode_latents(views[start:start + chunk].to(self.device)).float())
         return torch.cat(out, 0)
 
@@ -219,5 +218,3 @@ class SyncDreamer:
                               batch_view_num=self.batch_view_num, generator=generator, dtype=self.dtype,
                               unet=self.unet, on_step=on_step)
 
-
-__all__ = ["SyncDreamer", "sample_latents", "to_pil_views", "materialize_meta", "LATENT_SCALE"]

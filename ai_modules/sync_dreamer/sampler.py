@@ -40,10 +40,14 @@ def training_schedule() -> dict[str, torch.Tensor]:
 
 def ddim_timesteps(steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
     """Uniform DDIM timesteps `range(0, T, T // steps) + 1` (50 -> 1, 21, ..., 981), as `make_ddim_timesteps`."""
-    if not 1 <= steps <= num_train_timesteps:
+    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= num_train_timesteps):
         raise ValueError(f"`steps` must be an integer in 1..{num_train_timesteps}, got {steps!r}")
     c = num_train_timesteps // steps
-    return np.asarray(list(range(0, num_train_timesteps, c))) + 1
+    timesteps = np.asarray(list(range(0, num_train_timesteps, c))) + 1
+    if timesteps[-1] >= num_train_timesteps:    # the original would index alphas_cumprod[1000] and crash
+        raise ValueError(f"`steps` must give DDIM timesteps below {num_train_timesteps} "
+                         f"(e.g. 4, 10, 20, 25, 50, 100, 200); {steps} gives {timesteps[-1]}")
+    return timesteps
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Speed/memory choices that never change what is computed: autocast, view batching, offload.
 
-`auto_batch_view_num` sizes the view chunk from free VRAM with a per-view cost estimate:
-one target view in a chunk costs (CFG doubles the UNet batch) its frustum volume
-(64 x 48 x 32 x 32 resampled + FrustumTV3DNet activations), the depth-wise attention at the
-32-wide level (k, v and the q*k / v*attn products, 128 x 48 x 32 x 32 each, twice for CFG) and
-the UNet's own activations at 32x32 (small next to the former). Summed from the tensor sizes
-that is ~0.25 GB per view in bf16 and ~0.5 GB in fp32; the constants below double that for
-allocator slack. The benchmark prints the measured per-view cost so they can be recalibrated.
+`auto_batch_view_num` sizes the view chunk from free VRAM with a per-view cost estimate. One
+target view in a chunk costs its frustum volume (64 x 48 x 32 x 32 resampled and refined by
+FrustumTV3DNet, kept in fp32), the depth-wise attention at the 32-wide level (k, v and the
+q*k / v*attn products, 128 x 48 x 32 x 32 each, twice for CFG) and the UNet's own activations at
+32x32 (small next to the former). Summed from the tensor sizes that is ~0.25 GB per view in
+bf16 and ~0.5 GB in fp32; the constants below double that for allocator slack. The benchmark
+prints the measured per-view cost so that they can be recalibrated.
 """
 
 from __future__ import annotations
@@ -39,10 +39,40 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """`torch.autocast` for reduced precision, a no-op for fp32 (the exact reference path)."""
+@contextlib.contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Turn TF32 off in CUDA matmuls and cuDNN for the block, restoring the settings after.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa), which is far outside
+    the golden tolerance; the fp32 path must be IEEE fp32 to match the original. Uses the
+    `allow_tf32` flags; if the process already uses the newer `fp32_precision` API (reading
+    the old flags then raises), sets that instead, so the two APIs are never mixed by us.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:
+        nodes = [matmul, cudnn.conv, cudnn.rnn]
+        saved_precision = [n.fp32_precision for n in nodes]
+        try:
+            for n in nodes:
+                n.fp32_precision = "ieee"
+            yield
+        finally:
+            for n, value in zip(nodes, saved_precision):
+                n.fp32_precision = value
+        return
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = False, False
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def precision_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """The compute context: `torch.autocast` for bf16/fp16; for fp32, IEEE fp32 (no TF32) on CUDA, nothing on CPU."""
     if dtype == torch.float32:
-        return contextlib.nullcontext()
+        return ieee_fp32() if device.type == "cuda" else contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

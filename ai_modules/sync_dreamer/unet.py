@@ -79,10 +79,15 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+# Output block index -> output_conditions index (blocks 0..2 get none), as DepthWiseAttention.output_b2c.
+OUTPUT_B2C = {3: 0, 4: 1, 5: 2, 6: 3, 7: 4, 8: 5, 9: 6, 10: 7, 11: 8}
+
+
 class TimestepEmbedSequential(nn.Sequential):
     """Passes the time embedding to ResBlocks and the context to SpatialTransformers."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, emb: torch.Tensor,  # type: ignore[override]
+                context: torch.Tensor) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
@@ -99,9 +104,6 @@ class DepthWiseUNet(nn.Module):
     Forward inputs: `x` [B,8,32,32] (4 noisy + 4 concat channels), `timesteps` [B] int64,
     `context` [B,1,768], `source_dict` {width: [B,C_w,D_w,w,w]} (widths 32/16/8/4).
     """
-
-    # Output block index -> output_conditions index (blocks 0..2 get none).
-    OUTPUT_B2C = {3: 0, 4: 1, 5: 2, 6: 3, 7: 4, 8: 5, 9: 6, 10: 7, 11: 8}
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -161,8 +163,8 @@ class DepthWiseUNet(nn.Module):
         h = self.middle_conditions(h, source_dict[h.shape[-1]])
         for index, module in enumerate(self.output_blocks):
             h = module(torch.cat([h, hs.pop()], dim=1), emb, context)
-            if index in self.OUTPUT_B2C:
-                h = self.output_conditions[self.OUTPUT_B2C[index]](h, source_dict[h.shape[-1]])
+            if index in OUTPUT_B2C:
+                h = self.output_conditions[OUTPUT_B2C[index]](h, source_dict[h.shape[-1]])
         return self.out(h.type(x.dtype))
 
 

@@ -62,7 +62,8 @@ def locate_weights(models_dir: str | Path) -> WeightFiles:
     """Find the weight files under `models_dir`.
 
     Raises:
-        ModelNotAvailable: the checkpoint is missing (the message names its path and `glimpsed models pull syncdreamer`).
+        ModelNotAvailable: the checkpoint is missing (the message names its path and
+            `glimpsed models pull syncdreamer`).
     """
     root = Path(models_dir).expanduser() / "syncdreamer"
     ckpt = root / CKPT_NAME

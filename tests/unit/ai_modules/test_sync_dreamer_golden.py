@@ -3,6 +3,10 @@
 Golden data: ../shared/syncdreamer/golden (README "Call sequence to reproduce"). Tolerances from
 its README: single evaluations max|a-b| <= 1e-4 * max(1, max|b|), sampler outputs <= 2e-4 * ...
 The network is built once per module; the 4-step sampler runs once and every step is checked.
+The default run covers every golden file and tensor; three tests marked `slow` (``-m slow``) add
+the parts that each cost another full evaluation on the CPU: eps_cond_only and elev15_eps_cfg
+for all 16 views (views 0-3 by default), all 16 decoded views (2 by default) and the eta = 0 run
+through the network (by default its DDIM chain is replayed from the recorded eps).
 """
 
 from __future__ import annotations
@@ -164,11 +168,30 @@ def test_eps_cond_uncond_and_cfg(forward, golden):
     assert_golden("eps_cfg", forward["eps_cfg"], g["eps_cfg"])
 
 
-def test_plain_forward_without_guidance(model, golden, forward):
+def chunk0_eps(model, golden, elevation: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """eps of views 0-3 only: the spatial volume (all views) and one UNet chunk, as `denoise` does."""
     g, p = golden["forward_t501"], golden["preprocess"]
-    eps = model.denoise(g["x_noisy"], g["timesteps"], p["x_input"], p["clip_embed"], p["input_elevation"][:, 0],
-                        cfg_scale=1.0, batch_view_num=8)
-    assert_golden("eps_cond_only", eps, g["eps_cond_only"])
+    t = g["timesteps"]
+    v_embed, t_embed = model.viewpoint_embedding(1, elevation), model.embed_time(t)
+    volume = model.spatial_volume.construct_spatial_volume(g["x_noisy"], t_embed, v_embed, model.poses, model.Ks)
+    context, feats, x_concat = model.target_view_feats(p["x_input"], volume, p["clip_embed"], t_embed, v_embed,
+                                                       torch.arange(4))
+    return model.model(g["x_noisy"][0, :4], t.expand(4), context, feats, x_concat, cfg_scale)[None]
+
+
+def test_plain_forward_without_guidance(model, golden, forward):
+    """cfg_scale 1 runs the conditional branch alone (views 0-3 here; all views in the slow test)."""
+    g = golden["forward_t501"]
+    eps_cond = torch.cat([out[:4] for _, out in forward["calls"]])[None]
+    assert_golden("eps_cond_only (= eps_cond)", eps_cond, g["eps_cond_only"])
+    eps = chunk0_eps(model, golden, golden["preprocess"]["input_elevation"][:, 0], cfg_scale=1.0)
+    assert_golden("eps_cond_only[:, :4]", eps, g["eps_cond_only"][:, :4])
+
+
+def test_elevation_15_views_0_to_3(model, golden):
+    g = golden["forward_t501"]
+    eps = chunk0_eps(model, golden, g["elev15_input_elevation"], cfg_scale=2.0)
+    assert_golden("elev15_eps_cfg[:, :4]", eps, g["elev15_eps_cfg"][:, :4])
 
 
 def test_ddim_update_at_index_2(model, golden, forward):
@@ -177,13 +200,6 @@ def test_ddim_update_at_index_2(model, golden, forward):
     assert int(schedule.timesteps[2]) == 501
     x_prev = ddim_step(g["x_noisy"], forward["eps_cfg"], schedule, 2, g["ddim_step_noise"])
     assert_golden("x_prev", x_prev, g["x_prev"])
-
-
-def test_elevation_15(model, golden):
-    g, p = golden["forward_t501"], golden["preprocess"]
-    eps = model.denoise(g["x_noisy"], g["timesteps"], p["x_input"], p["clip_embed"], g["elev15_input_elevation"],
-                        cfg_scale=2.0, batch_view_num=16)
-    assert_golden("elev15_eps_cfg", eps, g["elev15_eps_cfg"])
 
 
 # --- 5. the full 4-step sampler -------------------------------------------------------------------
@@ -235,10 +251,12 @@ def test_sampler_steps(sampler_run, golden, step):
 
 
 def test_final_latents_and_decoded_images(model, sampler_run, golden):
+    """Final latents, and the decoder on views 0 and 9 (all 16 in the slow test)."""
     g = golden["sampler_ddim4_cfg2"]
     assert_golden("final_latents", sampler_run["final"], g["final_latents"], SAMPLER)
-    decoded = torch.stack([model.decode_latents(sampler_run["final"][:, n]) for n in range(16)], 1)
-    assert_golden("decoded_images", decoded, g["decoded_images"], SAMPLER)
+    for n in (0, 9):
+        assert_golden(f"decoded_images[:, {n}]", model.decode_latents(sampler_run["final"][:, n]),
+                      g["decoded_images"][:, n], SAMPLER)
 
 
 def test_eta0_chain_from_the_recorded_eps(model, golden):
@@ -250,6 +268,25 @@ def test_eta0_chain_from_the_recorded_eps(model, golden):
         x = ddim_step(x, g[f"eta0_step{step}_eps_cfg"], schedule, index, torch.zeros_like(x))
     assert_golden("eta0_final_latents", x, g["eta0_final_latents"], SAMPLER)
     assert torch.equal(g["eta0_step0_eps_cfg"], g["step0_eps_cfg"])       # same x_T and t: same eps
+
+
+# --- slow tier (`-m slow`): the rest of every golden tensor, each a full extra evaluation -------------
+
+@pytest.mark.slow
+def test_all_views_plain_forward_and_elevation_15(model, golden):
+    g, p = golden["forward_t501"], golden["preprocess"]
+    eps = model.denoise(g["x_noisy"], g["timesteps"], p["x_input"], p["clip_embed"], p["input_elevation"][:, 0],
+                        cfg_scale=1.0, batch_view_num=16)
+    assert_golden("eps_cond_only", eps, g["eps_cond_only"])
+    eps = model.denoise(g["x_noisy"], g["timesteps"], p["x_input"], p["clip_embed"], g["elev15_input_elevation"],
+                        cfg_scale=2.0, batch_view_num=16)
+    assert_golden("elev15_eps_cfg", eps, g["elev15_eps_cfg"])
+
+
+@pytest.mark.slow
+def test_all_decoded_images(model, sampler_run, golden):
+    decoded = torch.stack([model.decode_latents(sampler_run["final"][:, n]) for n in range(16)], 1)
+    assert_golden("decoded_images", decoded, golden["sampler_ddim4_cfg2"]["decoded_images"], SAMPLER)
 
 
 @pytest.mark.slow
