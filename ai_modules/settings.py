@@ -179,6 +179,8 @@ class EnhanceSettings:
     strength: float = field(default=0.4, metadata=_rule(
         "float", "`sdxl_lightning`: img2img strength (how far from the render)", lo=0.05, hi=1.0))
     seed: int = field(default=0, metadata=_rule("int", "`sdxl_lightning`: random seed", lo=0, hi=2**31 - 1))
+    resolution: int = field(default=1024, metadata=_rule(
+        "int", "`sdxl_lightning`: long side the views are diffused at (SDXL's native 1024), pixels", lo=64, hi=2048))
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ class EnhanceStage(Stage):
             self.require_models()
             from ..diffusion import EnhanceService
 
-            self._service = EnhanceService(device=device, models_dir=self.models_dir)
+            self._service = EnhanceService(device=device, models_dir=self.models_dir,
+                                           resolution=self.settings.resolution)
 
     def unload(self) -> None:
         """Free the diffusion pipeline's memory now (not whenever it is garbage-collected)."""
