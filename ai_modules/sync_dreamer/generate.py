@@ -145,6 +145,13 @@ class SyncDreamer:
         sd.load_report = report
         return sd
 
+    def unload(self) -> None:
+        """Move the network to the CPU and release cached device memory (a stage's `unload`)."""
+        self.model.to("cpu")
+        self.unet = self.model.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def cameras(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The 16 target cameras (the checkpoint's): world-to-camera [16,4,4] (OpenCV axes) and K [16,3,3] at 256 px."""
         return world_to_camera_4x4(self.model.poses.float().cpu()), self.model.Ks.float().cpu()

@@ -126,8 +126,13 @@ def test_fp32_sampler_and_decoder_match_golden(model, golden):
     assert_golden("eta0_final_latents", eta0, g["eta0_final_latents"], SAMPLER)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_reduced_precision_stays_close_to_fp32(model, golden, dtype, record_property):
+def test_bf16_stays_close_to_fp32(model, golden, record_property):
+    """The default speed path (bf16 autocast) against fp32 on the tiny golden model: printed, loosely bounded.
+
+    The tiny model's random weights make it far more sensitive than the real one (on the CPU the
+    same comparison gives ~2% of max|eps|); the bound only catches gross errors.
+    """
+    dtype = torch.bfloat16
     g, p = golden["forward_t501"], golden["preprocess"]
     elevation = p["input_elevation"][:, 0]
     results = {}

@@ -76,6 +76,8 @@ def test_generate_gives_16_views_and_their_cameras(generator, micro_state):
     assert torch.equal(viewmats[:, :3], micro_state["poses"]) and torch.equal(ks, micro_state["Ks"])
     assert generator.load_report is not None and generator.load_report.clip_source == "checkpoint"
     assert generator.batch_view_num == 16
+    generator.unload()
+    assert all(t.device.type == "cpu" for t in generator.model.state_dict().values())
 
 
 def test_same_seed_same_latents_and_low_memory_changes_nothing(generator, models_dir):
