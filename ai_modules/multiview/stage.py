@@ -108,7 +108,9 @@ class MultiviewStage(Stage):
             self._generator = SyncDreamer.from_models_dir(self.models_dir, device=device)
 
     def unload(self) -> None:
-        """Drop the generator."""
+        """Free the generator's device memory now."""
+        if self._generator is not None:
+            self._generator.unload()
         self._generator = None
 
     def check_inputs(self, inputs: MultiviewInputs) -> None:
@@ -162,22 +164,30 @@ class MultiviewStage(Stage):
         return MultiviewOutputs(ring, photo, g, metrics)
 
     def _syncdreamer(self, inputs: MultiviewInputs, hooks: StageHooks) -> MultiviewOutputs:
+        from PIL import Image
+
         s = self.settings
-        hooks.report(0.05, f"SyncDreamer: {s.steps} DDIM steps x 16 views")
+        hooks.report(0.02, f"SyncDreamer: {s.steps} DDIM steps x 16 views")
         rgba = np.concatenate([inputs.image, inputs.alpha[..., None]], axis=-1)
-        images = self._generator.generate_arrays(rgba, elevation=s.input_elevation, steps=s.steps,
-                                                 cfg_scale=s.cfg_scale, seed=s.seed,
-                                                 on_step=lambda i, n: hooks.report(0.05 + 0.9 * i / n,
-                                                                                   f"DDIM step {i}/{n}"))
+        rgba = Image.fromarray(np.rint(rgba * 255).astype(np.uint8), "RGBA")
+
+        def on_step(step: int, total: int, *_: Any) -> None:
+            hooks.check_stop()                                     # raising here ends the sampling loop
+            hooks.report(0.02 + 0.9 * (step + 1) / total, f"DDIM step {step + 1}/{total}")
+
+        views = self._generator.generate(rgba, elevation_deg=s.input_elevation, seed=s.seed, steps=s.steps,
+                                         cfg_scale=s.cfg_scale, on_step=on_step)
+        images = np.stack([np.asarray(v.convert("RGB"), np.float32) / 255.0 for v in views])
         viewmats, ks = ring_cameras(RING_AZIMUTHS, RING_ELEVATION, RING_SIZE, RING_DISTANCE)
         alphas = foreground_from_white(images)
-        ring = Views(images.astype(np.float32), alphas, viewmats.astype(np.float32), ks.astype(np.float32))
+        ring = Views(images, alphas, viewmats.astype(np.float32), ks.astype(np.float32))
         size = inputs.image.shape[0]
         input_view, input_k = ring_cameras([0.0], s.input_elevation, size, RING_DISTANCE)
         photo = Views(inputs.image[None], inputs.alpha[None], input_view.astype(np.float32),
                       input_k.astype(np.float32))
-        return MultiviewOutputs(ring, photo, None, {"ring_coverage": [round(float((a >= 0.5).mean()), 4)
-                                                                      for a in alphas]})
+        return MultiviewOutputs(ring, photo, None, {
+            "ring_coverage": [round(float((a >= 0.5).mean()), 4) for a in alphas],
+            "batch_view_num": self._generator.batch_view_num, "precision": str(self._generator.dtype)})
 
     def save(self, outputs: MultiviewOutputs, directory: Path) -> dict[str, str]:
         """Write ``view_00.png`` ... (RGBA), ``input.png``, ``cameras.json`` and, from `relief`, ``relief.ply``."""
