@@ -236,10 +236,18 @@ def doctor(config: DaemonConfig, as_json: bool) -> None:
     sys.exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List the model files each stage can use (or `models pull BACKEND` to fetch them)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command("list")
 @config_options
 @json_option
-def models(config: DaemonConfig, as_json: bool) -> None:
+def models_list(config: DaemonConfig, as_json: bool) -> None:
     """List the model files each stage can use and whether they are present."""
     from ai_modules.models import model_inventory
 
@@ -251,6 +259,28 @@ def models(config: DaemonConfig, as_json: bool) -> None:
     table += [(str(r.get("stage")), str(r.get("backend")), "yes" if r.get("present") else "no", str(r.get("path")))
               for r in rows]
     _print_table(table)
+
+
+@models.command("pull")
+@click.argument("target")
+@click.option("--force", is_flag=True, help="fetch again even if the files are present")
+@config_options
+def models_pull(config: DaemonConfig, target: str, force: bool) -> None:
+    """Fetch the model files of TARGET (a backend: syncdreamer, dpt, sdxl_lightning, rembg; or one model name)
+    into paths.models, verified against their published sizes and hashes."""
+    from .model_pull import PullError, pull
+
+    line = _ProgressLine()
+    try:
+        paths = pull(target, config.path("models"), force=force,
+                     progress=lambda name, done, total: line.update(name, "pull", done / total if total else 0.0,
+                                                                    f"{done / 2**20:.0f} MiB"))
+    except PullError as exc:
+        line.clear()
+        raise click.ClickException(str(exc)) from exc
+    line.clear()
+    for path in paths:
+        click.echo(f"ok  {path}")
 
 
 @main.group("config")

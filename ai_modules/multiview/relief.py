@@ -25,11 +25,12 @@ Three layers of Gaussians make a closed object:
 Gradients are clipped at `MAX_SLOPE` (the rounded rim is nearly vertical); the
 walls cover what the clipped surfaces leave open.
 
-`relief_object` then places this relief under the input photo's own camera: a
-perspective camera at azimuth 0 and the photo's elevation (ARCHITECTURE.md's
-orbit), so that the object, seen from that camera, covers exactly the cutout's
-pixels (each Gaussian slides along its pixel's ray to its depth, and the relief
-tilts toward the camera).
+`relief_object` then stands this relief upright under the input photo's own
+camera: a perspective camera at azimuth 0 and the photo's elevation
+(ARCHITECTURE.md's orbit). Each Gaussian moves along its pixel's ray to where
+the ray reaches its height in front of the vertical mid-plane, so the object,
+seen from that camera, covers exactly the cutout's pixels and still stands
+upright when seen from the side.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import torch
 
 from ..cameras import intrinsics, orbit_camera
 from ..gaussians import Gaussians, rgb_to_sh_dc
-from ..geometry import quat_multiply
+from ..geometry import covariance_to_scale_rotation, quat_multiply, quat_to_matrix
 
 MAX_SLOPE = 4.0
 FLAT_SLOPE = 0.05
@@ -226,42 +227,61 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
 def relief_object(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, elevation: float = 30.0,
                   distance: float = 1.5, extent: float = 0.8, **relief: Any
                   ) -> tuple[Gaussians, np.ndarray, np.ndarray]:
-    """The relief as the photo's camera sees it: (Gaussians in the world, that camera's viewmat [4,4] and K [3,3]).
+    """The relief standing upright under the photo's camera: (Gaussians in the world, that camera's
+    viewmat [4,4] and K [3,3]).
 
-    The camera sits at azimuth 0, `elevation` degrees, `distance` from the origin, with a
-    focal length at which the relief's mid-plane appears at the cutout's scale. The whole
-    scene (object and camera together, which leaves the view unchanged) is scaled down if the
-    object would leave the box [-BOX_LIMIT, BOX_LIMIT]^3.
+    The camera sits at azimuth 0, `elevation` degrees, `distance` from the origin, with a focal
+    length at which the cutout's long side spans `extent` on the mid-plane. The mid-plane is the
+    vertical plane X = 0 (not the image plane), so the object stands upright whatever the
+    elevation; each Gaussian sits on its pixel's ray where the ray reaches X = its relief height,
+    so from the photo's camera the object covers exactly the cutout's pixels. Covariances follow
+    the map's local Jacobian. The whole scene (object and camera together, which leaves the view
+    unchanged) is scaled down if the object would leave the box [-BOX_LIMIT, BOX_LIMIT]^3.
 
     Args:
         image, alpha, height: as for `lift_relief` ([S,S,3], [S,S], [S,S] in pixels).
-        elevation: the photo's elevation, degrees.
+        elevation: the photo's elevation, degrees (-60..60).
         distance: the camera's distance from the origin before any scaling.
-        extent: world length of the silhouette's long side on the mid-plane.
+        extent: world length of the silhouette's long side on the mid-plane (before the vertical
+            stretch that an elevated camera's foreshortening calls for).
         relief: the other keyword arguments of `lift_relief`.
 
     Raises:
-        ValueError: an empty silhouette, or `distance` <= the relief's depth.
+        ValueError: an empty silhouette, an elevation outside -60..60, or `distance` too small.
     """
     mask = alpha >= 0.5
     if not mask.any():
         raise ValueError("`alpha` must contain a silhouette (alpha >= 0.5), got none")
+    if not -60.0 <= elevation <= 60.0:
+        raise ValueError(f"`elevation` must be within -60..60 degrees, got {elevation!r}")
     p = relief_pixel_size(mask, extent)
     g = lift_relief(image, alpha, height, extent=extent, fit_box=False, **relief)
-    toward = g.means[:, :1].double()                                    # depth toward the camera
-    if float(toward.max()) >= 0.9 * distance:
-        raise ValueError(f"`distance` must exceed the relief's depth {float(toward.max()):.3f}, got {distance}")
-    along = (distance - toward) / distance                              # perspective: slide along the pixel's ray
-    means = g.means.double() * torch.cat([torch.ones_like(along), along, along], dim=1)
+    if float(g.means[:, 0].abs().max()) >= 0.5 * distance:
+        raise ValueError(f"`distance` must exceed twice the relief's depth {float(g.means[:, 0].abs().max()):.3f}, "
+                         f"got {distance}")
     e = math.radians(elevation)
-    tilt = np.array([[math.cos(e), 0.0, -math.sin(e)], [0.0, 1.0, 0.0], [math.sin(e), 0.0, math.cos(e)]])
-    g = Gaussians(means=means.float(), quats=g.quats, log_scales=g.log_scales + torch.log(along).float(),
-                  opacity_logits=g.opacity_logits, sh_dc=g.sh_dc, sh_rest=g.sh_rest).rotated(tilt)
-    reach = float(g.means.abs().max())
+    centre = distance * torch.tensor([math.cos(e), 0.0, math.sin(e)], dtype=torch.float64)
+    forward, right = -centre / distance, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    up = torch.tensor([-math.sin(e), 0.0, math.cos(e)], dtype=torch.float64)
+
+    def place(q: torch.Tensor) -> torch.Tensor:
+        """Relief coordinates (height toward the camera, image right, image up) -> world points on the rays."""
+        rays = forward + (q[:, 1:2] * right + q[:, 2:3] * up) / distance
+        t = (q[:, :1] - centre[0]) / rays[:, :1]
+        return centre + t * rays
+
+    q = g.means.double()
+    means = place(q)
+    step = 1e-4
+    jacobian = torch.stack([(place(q + step * torch.eye(3, dtype=torch.float64)[i]) - means) / step
+                            for i in range(3)], dim=-1)                                     # [N,3,3]
+    rot = quat_to_matrix(g.quats.double())
+    cov = rot @ torch.diag_embed(torch.exp(2 * g.log_scales.double())) @ rot.transpose(1, 2)
+    log_scales, quats = covariance_to_scale_rotation(jacobian @ cov @ jacobian.transpose(1, 2))
+    reach = float(means.abs().max())
     scale = min(1.0, BOX_LIMIT / reach)
-    if scale < 1.0:
-        g = Gaussians(means=g.means * scale, quats=g.quats, log_scales=g.log_scales + math.log(scale),
-                      opacity_logits=g.opacity_logits, sh_dc=g.sh_dc, sh_rest=g.sh_rest)
+    g = Gaussians(means=(means * scale).float(), quats=quats.float(), log_scales=(log_scales + math.log(scale)).float(),
+                  opacity_logits=g.opacity_logits, sh_dc=g.sh_dc, sh_rest=g.sh_rest)
     size = alpha.shape[1]
     return g, orbit_camera(0.0, elevation, distance * scale), intrinsics(distance / p, size, alpha.shape[0])
 
