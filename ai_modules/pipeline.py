@@ -175,7 +175,7 @@ class Pipeline:
             return MultiviewStage(s.multiview, models)
         if name == "depth":
             from .depth.stage import DepthStage
-            return DepthStage(s.depth, models)
+            return DepthStage(s.depth, models, multiview_backend=self.build("multiview").backend)
         if name == "reconstruct":
             from .reconstruct.stage import ReconstructStage
             return ReconstructStage(s.reconstruct, models)

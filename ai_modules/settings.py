@@ -46,7 +46,7 @@ LEARNED_BACKENDS: dict[str, tuple[str, ...]] = {
     "enhance": ("sdxl_lightning",),
 }
 #: Stages that may be switched off (`backend: none`): their output is their input.
-OPTIONAL_STAGES: frozenset[str] = frozenset({"enhance", "refine"})
+OPTIONAL_STAGES: frozenset[str] = frozenset({"depth", "enhance", "refine"})
 #: Every format the export stage can write; `ExportSettings.formats` defaults to all but `splat_glb` (the Khronos
 #: glTF validator does not know KHR_gaussian_splatting's attribute names yet).
 EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "glb", "splat_glb", "preview", "turntable")
@@ -152,18 +152,18 @@ class ReconstructSettings:
         "choice", "fitting hyperparameters: `draft`, `standard` or `high` (ai_modules.reconstruct.PRESETS)",
         choices=("draft", "standard", "high")))
     iterations: int = field(default=0, metadata=_rule(
-        "int", "optimisation steps; 0 = auto: from the relief 400 on CUDA and 60 on the CPU, else the preset's",
+        "int", "optimisation steps; 0 = auto: from the relief 250 on CUDA and 60 on the CPU, else the preset's",
         lo=0, hi=100_000))
-    size: int = field(default=0, metadata=_rule(
-        "int", "side of the views the fit compares against, pixels; 0 = auto: 256 on CUDA, 128 on the CPU",
-        lo=0, hi=1024))
+    size: int = field(default=256, metadata=_rule(
+        "int", "side of the views the fit compares against, pixels", lo=32, hi=1024))
     input_weight: int = field(default=4, metadata=_rule(
         "int", "how many times the input photo's view counts against one generated view", lo=1, hi=32))
     densify: str = field(default="auto", metadata=_rule(
         "choice", "`auto` (none when starting from the relief, else the preset's), `default`, `mcmc` or `none`",
         choices=("auto", "default", "mcmc", "none")))
     depth_weight: float = field(default=0.05, metadata=_rule(
-        "float", "weight of the scale- and shift-invariant depth term (0 = off)", lo=0.0, hi=10.0))
+        "float", "weight of the scale- and shift-invariant depth term (0 = off; needs the depth stage)",
+        lo=0.0, hi=10.0))
 
 
 @dataclass(frozen=True)

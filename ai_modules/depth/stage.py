@@ -4,6 +4,8 @@ Backends:
 * `inflation` (embedded): silhouette inflation of each view's mask (`functional.inflate`);
   confidence from the distance to the silhouette.
 * `dpt` (learned): MiDaS/DPT (`ai_modules.midas_depth`) and its confidence.
+* `none`: no depth. `auto` is `none` when the views come from the relief: they carry the relief's
+  own geometry and `reconstruct` starts from the relief itself (the record says so).
 
 Either way the depth is *relative*: larger = nearer the camera, with an unknown scale and
 shift per view, which is how `reconstruct` compares it (scale- and shift-invariant).
@@ -51,8 +53,13 @@ class DepthStage(Stage):
     name: ClassVar[str] = "depth"
     files: ClassVar[dict[str, str]] = {"depth": "depth.npz", "depth_preview": "depth.png"}
 
-    def __init__(self, settings: DepthSettings, models_dir: Path | None = None) -> None:
+    def __init__(self, settings: DepthSettings, models_dir: Path | None = None,
+                 multiview_backend: str = "syncdreamer") -> None:
         super().__init__(settings, models_dir)
+        if settings.backend == "auto" and multiview_backend == "relief":
+            self.backend = "none"
+            self.reason = ("the relief's views carry its own geometry, so reconstruct starts from the relief "
+                           "without a depth term; " + self.reason)
         self._estimator: Any = None
 
     def load(self, device: str) -> None:
@@ -76,6 +83,8 @@ class DepthStage(Stage):
     def run(self, inputs: MultiviewOutputs, hooks: StageHooks = NO_HOOKS) -> DepthOutputs:
         """Estimate depth and confidence view by view (progress per view, stop checks between views)."""
         self.check_inputs(inputs)
+        if self.backend == "none":
+            return _no_depth({"views": 0})
         views = [(img, a) for img, a in zip(inputs.ring.images, inputs.ring.alphas)]
         views.append((inputs.input.images[0], inputs.input.alphas[0]))
         depths, confidences = [], []
@@ -104,7 +113,9 @@ class DepthStage(Stage):
                 F.rim_confidence(mask, self.settings.confidence_ramp * long_side))
 
     def save(self, outputs: DepthOutputs, directory: Path) -> dict[str, str]:
-        """Write ``depth.npz`` (all arrays) and the contact sheet ``depth.png`` (bright = near)."""
+        """Write ``depth.npz`` (all arrays) and the contact sheet ``depth.png`` (bright = near); nothing for `none`."""
+        if outputs.depth.size == 0:
+            return {}
         d = Path(directory)
         with atomic_path(d / self.files["depth"]) as tmp, open(tmp, "wb") as f:
             np.savez(f, depth=outputs.depth, confidence=outputs.confidence, input_depth=outputs.input_depth,
@@ -121,6 +132,8 @@ class DepthStage(Stage):
             FormatError: missing, unreadable, or mismatched arrays.
         """
         path = Path(directory) / self.files["depth"]
+        if self.backend == "none":
+            return _no_depth()
         try:
             with np.load(path) as data:
                 arrays = {k: data[k].astype(np.float32) for k in
@@ -131,6 +144,12 @@ class DepthStage(Stage):
             raise FormatError(f"{path}: depth {arrays['depth'].shape} and confidence "
                               f"{arrays['confidence'].shape} must be equal [V,H,W]")
         return DepthOutputs(**arrays)
+
+
+def _no_depth(metrics: dict[str, Any] | None = None) -> DepthOutputs:
+    """The outputs of `none`: empty arrays."""
+    views, view = np.zeros((0, 0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return DepthOutputs(views, views, view, view, metrics or {})
 
 
 def _normalised(depth: np.ndarray) -> np.ndarray:

@@ -26,9 +26,7 @@ from .init import from_visual_hull
 from .quality import input_view_quality
 
 #: Steps when starting from the relief with `iterations: 0` (auto), by device type.
-RELIEF_ITERATIONS = {"cuda": 400, "cpu": 60}
-#: Side of the fitted views with `size: 0` (auto), by device type.
-AUTO_SIZE = {"cuda": 256, "cpu": 128}
+RELIEF_ITERATIONS = {"cuda": 250, "cpu": 60}
 #: Depth pixels below this confidence are left out of the depth term.
 MIN_DEPTH_CONFIDENCE = 0.3
 
@@ -64,17 +62,18 @@ class ReconstructStage(Stage):
         v = inputs.views
         if not isinstance(v, MultiviewOutputs) or not isinstance(inputs.depth, DepthOutputs):
             raise ValueError("`inputs` must hold the multiview and depth stages' outputs")
-        if inputs.depth.depth.shape != v.ring.alphas.shape:
+        if inputs.depth.depth.size and inputs.depth.depth.shape != v.ring.alphas.shape:
             raise ValueError(f"depth {list(inputs.depth.depth.shape)} must match the ring views "
                              f"{list(v.ring.alphas.shape)}")
 
     def run(self, inputs: ReconstructInputs, hooks: StageHooks = NO_HOOKS) -> ReconstructOutputs:
         """Fit; report progress every 50 steps; a stop request ends the fit and raises PipelineStopped."""
         self.check_inputs(inputs)
-        s, kind = self.settings, torch.device(self.device).type
-        size = s.size or AUTO_SIZE[kind]
-        ring = _resized(inputs.views.ring, inputs.depth.depth, inputs.depth.confidence, size)
-        photo = _resized(inputs.views.input, inputs.depth.input_depth[None], inputs.depth.input_confidence[None],
+        s, kind, size = self.settings, torch.device(self.device).type, self.settings.size
+        d = inputs.depth
+        with_depth = bool(d.depth.size) and s.depth_weight > 0
+        ring = _resized(inputs.views.ring, d.depth if with_depth else None, d.confidence, size)
+        photo = _resized(inputs.views.input, d.input_depth[None] if with_depth else None, d.input_confidence[None],
                          size)
         parts = [ring] + [photo] * s.input_weight
         images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
@@ -88,7 +87,7 @@ class ReconstructStage(Stage):
                                      depth_lambda=s.depth_weight)
         hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
                            f"{iterations} steps")
-        fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if s.depth_weight > 0 else None,
+        fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if with_depth else None,
                               init=initial, preset=preset, device=self.device, should_stop=hooks.should_stop,
                               train_metrics=False,
                               on_step=lambda step, m: hooks.report(0.02 + 0.9 * step / iterations,
@@ -96,7 +95,7 @@ class ReconstructStage(Stage):
                                                                    f"{m['num_gaussians']} Gaussians"))
         hooks.check_stop()
         metrics.update(input_view_quality(fitted, inputs.views.input))
-        metrics.update(size=size, initial_gaussians=initial.num,
+        metrics.update(size=size, initial_gaussians=initial.num, depth_term=with_depth,
                        initial_from="relief" if relief is not None else "visual hull")
         return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
 
@@ -114,9 +113,9 @@ class ReconstructStage(Stage):
                                   Gaussians.load_ply(d / self.files["initial"]))
 
 
-def _resized(views: Views, depth: np.ndarray, confidence: np.ndarray, size: int
+def _resized(views: Views, depth: np.ndarray | None, confidence: np.ndarray, size: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(images, masks, depths with NaN where not confident, viewmats, Ks) at `size` x `size`."""
+    """(images, masks, depths with NaN where not confident (all NaN without depth), viewmats, Ks) at `size`."""
     scale = size / views.images.shape[2]
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
 
@@ -125,9 +124,12 @@ def _resized(views: Views, depth: np.ndarray, confidence: np.ndarray, size: int
 
     images = np.stack([rs(x) for x in views.images]).astype(np.float32)
     masks = np.stack([rs(x) for x in views.alphas]).astype(np.float32)
-    conf = np.stack([rs(x) for x in confidence])
-    depths = np.stack([rs(x) for x in depth]).astype(np.float32)
-    depths = np.where(conf >= MIN_DEPTH_CONFIDENCE, depths, np.nan).astype(np.float32)
+    if depth is None:
+        depths = np.full(masks.shape, np.nan, np.float32)
+    else:
+        conf = np.stack([rs(x) for x in confidence])
+        depths = np.stack([rs(x) for x in depth]).astype(np.float32)
+        depths = np.where(conf >= MIN_DEPTH_CONFIDENCE, depths, np.nan).astype(np.float32)
     ks = views.Ks.copy()
     ks[:, :2] *= scale
     return images, masks, depths, views.viewmats.astype(np.float32), ks.astype(np.float32)

@@ -9,6 +9,7 @@ is a module-level constant here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 # Constants the original code hard-codes (SYNCDREAMER_SPEC.md section 8).
@@ -117,6 +118,32 @@ class SyncDreamerConfig:
                             text_width=32),
             volume=VolumeConfig(spatial_dims=(8, 16, 24, 32), frustum_dims=(8, 16, 24, 32)),
         )
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (for ``syncdreamer/config.json``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SyncDreamerConfig:
+        """Build from `to_dict` output (lists become tuples; missing keys keep the published sizes).
+
+        Raises:
+            ValueError: unknown keys, or sizes that cannot form the graph.
+        """
+        parts = {"unet": UNetConfig, "vae": VAEConfig, "clip": CLIPConfig, "volume": VolumeConfig}
+        unknown = set(data) - set(parts) - {"image_size"}
+        if unknown:
+            raise ValueError(f"unknown SyncDreamer config keys {sorted(unknown)}; known: {sorted(parts)}, image_size")
+        kwargs: dict = {k: v for k, v in data.items() if k == "image_size"}
+        for name, part in parts.items():
+            values = data.get(name, {})
+            known = {f.name for f in dataclasses.fields(part)}
+            if set(values) - known:
+                raise ValueError(f"unknown keys {sorted(set(values) - known)} in SyncDreamer config `{name}`")
+            kwargs[name] = part(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        config = cls(**kwargs)
+        config.validate()
+        return config
 
     def validate(self) -> None:
         """Raise ValueError when the sizes cannot form the original graph."""

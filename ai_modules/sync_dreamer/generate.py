@@ -22,7 +22,7 @@ from .model import SyncDreamerModel
 from .preprocess import clip_pixels, elevation_radians, prepare_image
 from .sampler import ddim_step, ddim_timesteps, make_ddim_schedule
 from .speed import choose_batch_view_num, on_device, precision_context, resolve_dtype
-from .weights import LoadReport, load_weights, locate_weights
+from .weights import LoadReport, config_beside, load_weights, locate_weights
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
@@ -137,6 +137,7 @@ class SyncDreamer:
             FormatError: the checkpoint does not match the model.
         """
         files = locate_weights(models_dir)
+        config = config if config is not None else config_beside(files.checkpoint)
         with torch.device("meta"):
             model = SyncDreamerModel(config)
         report = load_weights(model, files.checkpoint, files.clip, assign=True)

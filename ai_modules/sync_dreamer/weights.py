@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import FormatError, ModelNotAvailable
 from .archive import module_tensors, read_torch_checkpoint, read_zip_archive
 from .clip import OPENAI_UNUSED_KEYS, hf_to_openai
+from .config import SyncDreamerConfig
 
 STAGE, BACKEND = "multiview", "syncdreamer"
 CKPT_NAME = "syncdreamer-pretrain.ckpt"
@@ -71,6 +72,25 @@ def locate_weights(models_dir: str | Path) -> WeightFiles:
         raise missing(ckpt, f"mirror {CKPT_MIRROR}")
     clip = next((p for p in (root / CLIP_NAME, root / CLIP_HF_DIR) if p.exists()), None)
     return WeightFiles(ckpt, clip)
+
+
+CONFIG_NAME = "config.json"
+
+
+def config_beside(checkpoint: Path) -> SyncDreamerConfig | None:
+    """The model sizes from ``config.json`` next to the checkpoint (`SyncDreamerConfig.to_dict` layout), or None
+    for the published sizes. Only a differently sized model (a test stand-in) needs the file.
+
+    Raises:
+        FormatError: the file is not valid JSON or names sizes that cannot form the model.
+    """
+    path = Path(checkpoint).with_name(CONFIG_NAME)
+    if not path.is_file():
+        return None
+    try:
+        return SyncDreamerConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{path}: not a SyncDreamer config ({exc}); delete it to use the published sizes") from exc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
 """The pipeline with learned model files in place: tiny random-weight models, saved in the real layouts
-under a models directory, stand in for DPT and SDXL-Lightning, so the real loading code runs."""
+under a models directory, stand in for SyncDreamer, DPT and SDXL-Lightning, so the real loading code runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from ai_modules.diffusion.tiny import write_tiny_enhance_models
 from ai_modules.pipeline import run
 from test_midas_depth import save_snapshot, tiny_dpt
+from tests.tiny_models import write_tiny_syncdreamer
 
 
 @pytest.fixture(scope="module")
@@ -19,31 +20,41 @@ def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     save_snapshot(root, tiny_dpt())
     write_tiny_enhance_models(root)
+    write_tiny_syncdreamer(root)
     return root
 
 
-def test_auto_takes_the_present_models_and_the_record_says_so(disc_png, tmp_path, small_settings, models_dir):
-    settings = {**small_settings, "enhance": {"backend": "sdxl_lightning", "size": 64, "resolution": 64}}
-    result = run(disc_png, settings, tmp_path / "job", models_dir=models_dir)
+@pytest.fixture
+def learned_settings(small_settings: dict) -> dict:
+    return {**small_settings, "multiview": {"steps": 2},
+            "enhance": {"backend": "sdxl_lightning", "size": 64, "resolution": 64}}
+
+
+def test_auto_takes_the_present_models_and_the_record_says_so(disc_png, tmp_path, learned_settings, models_dir):
+    result = run(disc_png, learned_settings, tmp_path / "job", models_dir=models_dir)
     stages = {s.name: s for s in result.stages}
+    assert stages["multiview"].backend == "syncdreamer" and "model files found" in stages["multiview"].reason
+    assert stages["multiview"].model_files[0]["path"] == str(models_dir / "syncdreamer" / "syncdreamer-pretrain.ckpt")
     assert stages["depth"].backend == "dpt" and "dpt model files found" in stages["depth"].reason
-    assert stages["depth"].model_files[0]["path"] == str(models_dir / "depth" / "dpt-hybrid-midas")
     assert stages["depth"].model_files[0]["bytes"] > 0
-    assert stages["multiview"].backend == "relief" and "syncdreamer weights not found" in stages["multiview"].reason
+    assert stages["reconstruct"].metrics["initial_from"] == "visual hull" and stages["reconstruct"].metrics["depth_term"]
     assert stages["enhance"].backend == "sdxl_lightning" and stages["enhance"].metrics["views"] == 16
-    assert (tmp_path / "job" / "enhance" / "view_15.png").is_file()
-    with np.load(tmp_path / "job" / "depth" / "depth.npz") as data:
-        assert data["depth"].shape == (16, 64, 64) and np.isfinite(data["depth"]).all()
-        assert data["confidence"].max() <= 1.0 and data["confidence"].min() >= 0.0
+    work = tmp_path / "job"
+    assert (work / "multiview" / "view_15.png").is_file() and not (work / "multiview" / "relief.ply").exists()
+    assert (work / "enhance" / "view_15.png").is_file()
+    with np.load(work / "depth" / "depth.npz") as data:
+        assert data["depth"].shape == (16, 256, 256) and np.isfinite(data["depth"]).all()
+        assert 0.0 <= data["confidence"].min() and data["confidence"].max() <= 1.0
     assert result.outputs["ply"].is_file()
     json.dumps(result.to_dict())
 
 
-def test_models_appearing_later_change_the_fingerprint_and_redo_from_that_stage(disc_png, tmp_path, small_settings,
-                                                                              models_dir):
+def test_models_appearing_later_redo_the_job_from_the_stage_they_change(disc_png, tmp_path, learned_settings,
+                                                                         models_dir):
     workdir = tmp_path / "job"
-    first = run(disc_png, small_settings, workdir, models_dir=tmp_path / "empty")
-    assert first.stages[2].backend == "inflation"
-    second = run(disc_png, small_settings, workdir, models_dir=models_dir)
-    assert [s.resumed for s in second.stages] == [True, True, False, False, False, False, False]
-    assert second.stages[2].backend == "dpt"
+    settings = {**learned_settings, "enhance": {}}
+    first = run(disc_png, settings, workdir, models_dir=tmp_path / "empty")
+    assert [s.backend for s in first.stages][1:3] == ["relief", "none"]
+    second = run(disc_png, settings, workdir, models_dir=models_dir)
+    assert [s.resumed for s in second.stages] == [True] + [False] * 6
+    assert [s.backend for s in second.stages][1:3] == ["syncdreamer", "dpt"]

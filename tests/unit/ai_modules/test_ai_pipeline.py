@@ -34,8 +34,9 @@ def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_setting
     assert result.outputs["turntable"] == workdir / "export" / "turntable.webp"
     assert all(p.is_file() for p in result.outputs.values())
     assert [s.name for s in result.stages] == list(STAGES)
-    assert [s.backend for s in result.stages] == ["alpha_grabcut", "relief", "inflation", "fit", "none", "none",
+    assert [s.backend for s in result.stages] == ["alpha_grabcut", "relief", "none", "fit", "none", "none",
                                                   "inria"]
+    assert "the relief's views carry its own geometry" in result.stages[2].reason
     assert "syncdreamer weights not found" in result.stages[1].reason
     assert "refine.backend is none" in result.stages[4].reason and "skipped" in result.stages[5].reason
     assert all(not s.resumed and s.duration_s >= 0 and s.model_files == [] for s in result.stages)

@@ -1,0 +1,27 @@
+"""The daemon with SyncDreamer's files in `paths.models`: its views are what the job is built from, and the
+manifest says so. A tiny random-weight checkpoint (with its sizes beside it) stands in for the real one."""
+
+from __future__ import annotations
+
+import json
+
+from tests.tiny_models import write_tiny_syncdreamer
+
+from .test_daemon import drop
+
+
+def test_the_daemon_uses_syncdreamer_when_its_checkpoint_is_present(start_daemon, photo, tmp_path):
+    models = tmp_path / "models"
+    checkpoint = write_tiny_syncdreamer(models)
+    d = start_daemon({"paths": {"models": str(models)},
+                      "pipeline": {"multiview": {"steps": 2}, "reconstruct": {"iterations": 10, "size": 64}}})
+    drop(d.inbox, "vase.jpg", photo(3))
+    d.wait_jobs("done", 1, timeout=240)
+    manifest = json.loads((d.outbox / "vase" / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["multiview"]["backend"] == "syncdreamer"
+    assert str(models / "syncdreamer") in stages["multiview"]["reason"]
+    assert stages["multiview"]["model_files"][0]["path"] == str(checkpoint)
+    assert stages["depth"]["backend"] == "inflation"                     # no DPT files: the embedded one, and why
+    assert "dpt weights not found" in stages["depth"]["reason"]
+    assert stages["reconstruct"]["metrics"]["initial_from"] == "visual hull"
