@@ -16,8 +16,12 @@
     weights.py     where the weights live and how they are loaded
     speed.py       autocast, free-VRAM view batching, CPU offload
     generate.py    the sampling loop and the `SyncDreamer` generator
+    library.py     `generate_multiview(image, out_dir, elevation)`: the library call (files + cameras.json)
 
 Usage::
+
+    from ai_modules.sync_dreamer import generate_multiview
+    paths = generate_multiview("chair_rgba.png", "views/", elevation=30.0)     # 16 PNGs + cameras.json
 
     from ai_modules.sync_dreamer import SyncDreamer
     sd = SyncDreamer.from_models_dir(models_dir, device="cuda")
@@ -29,8 +33,9 @@ from __future__ import annotations
 
 from .config import RunOptions, SyncDreamerConfig
 from .generate import SyncDreamer, sample_latents
+from .library import generate_multiview
 from .model import SyncDreamerModel
 from .weights import load_weights, locate_weights
 
-__all__ = ["RunOptions", "SyncDreamer", "SyncDreamerConfig", "SyncDreamerModel", "load_weights", "locate_weights",
-           "sample_latents"]
+__all__ = ["RunOptions", "SyncDreamer", "SyncDreamerConfig", "SyncDreamerModel", "generate_multiview", "load_weights",
+           "locate_weights", "sample_latents"]

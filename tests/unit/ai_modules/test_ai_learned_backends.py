@@ -58,3 +58,24 @@ def test_models_appearing_later_redo_the_job_from_the_stage_they_change(disc_png
     second = run(disc_png, settings, workdir, models_dir=models_dir)
     assert [s.resumed for s in second.stages] == [True] + [False] * 6
     assert [s.backend for s in second.stages][1:3] == ["syncdreamer", "dpt"]
+
+
+def test_generate_multiview_writes_16_views_and_their_cameras(tmp_path, models_dir):
+    from PIL import Image
+
+    from ai_modules.errors import InputError, ModelNotAvailable
+    from ai_modules.sync_dreamer import generate_multiview
+
+    rgba = np.zeros((120, 100, 4), np.uint8)
+    rgba[20:100, 30:70] = (200, 60, 30, 255)
+    paths = generate_multiview(Image.fromarray(rgba, "RGBA"), tmp_path / "views", elevation=20.0,
+                               models_dir=models_dir, device="cpu", steps=2)
+    assert [p.name for p in paths] == [f"view_{i:02d}.png" for i in range(16)]
+    assert all(Image.open(p).size == (256, 256) for p in paths)
+    cameras = json.loads((tmp_path / "views" / "cameras.json").read_text())
+    assert np.array(cameras["viewmats"]).shape == (16, 4, 4) and cameras["input_elevation"] == 20.0
+    with pytest.raises(ModelNotAvailable, match="glimpsed models pull syncdreamer") as info:
+        generate_multiview(Image.fromarray(rgba, "RGBA"), tmp_path / "x", models_dir=tmp_path / "none", device="cpu")
+    assert str(tmp_path / "none" / "syncdreamer" / "syncdreamer-pretrain.ckpt") in str(info.value)
+    with pytest.raises(InputError, match="RGBA cutout"):
+        generate_multiview(Image.fromarray(rgba[..., :3]), tmp_path / "y", models_dir=models_dir, device="cpu")
