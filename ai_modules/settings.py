@@ -115,6 +115,12 @@ class MultiviewSettings:
     relief_size: int = field(default=0, metadata=_rule(
         "int", "`relief`: side at which the cutout becomes Gaussians (one per pixel, front and back); "
         "0 = auto: the cutout's size on CUDA, 128 on the CPU", lo=0, hi=2048))
+    precision: str = field(default="auto", metadata=_rule(
+        "choice", "`syncdreamer`: `auto` (bf16 on CUDA, fp32 on the CPU), `fp32`, `bf16` or `fp16`",
+        choices=("auto", "fp32", "bf16", "fp16")))
+    low_memory: bool = field(default=False, metadata=_rule(
+        "bool", "`syncdreamer`: views in small chunks, CLIP and VAE on the GPU only while used (~5 GB peak, "
+        "about 6x slower)"))
     relief_thickness: float = field(default=0.5, metadata=_rule(
         "float", "`relief`: front-to-back thickness / silhouette width (1.0 turns a disc into a sphere)",
         lo=0.01, hi=2.0))

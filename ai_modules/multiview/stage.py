@@ -103,9 +103,10 @@ class MultiviewStage(Stage):
         super().load(device)
         if self.backend == "syncdreamer":
             self.require_models()
-            from ..sync_dreamer import SyncDreamer
+            from ..sync_dreamer import RunOptions, SyncDreamer
 
-            self._generator = SyncDreamer.from_models_dir(self.models_dir, device=device)
+            options = RunOptions(precision=self.settings.precision, low_memory=self.settings.low_memory)
+            self._generator = SyncDreamer.from_models_dir(self.models_dir, device=device, options=options)
 
     def unload(self) -> None:
         """Free the generator's device memory now."""
