@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import secrets
@@ -59,3 +61,11 @@ def map_files(directory: Path, names: dict[str, str]) -> dict[str, Path]:
         raise FormatError(f"missing artifact(s): {', '.join(missing)}")
     return paths
 
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

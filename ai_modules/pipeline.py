@@ -34,7 +34,7 @@ from typing import Any
 
 from .base import Stage, StageHooks
 from .errors import AIModuleError, FormatError, InputError, PipelineStopped, SettingsError, StageFailed
-from .fileio import write_json
+from .fileio import sha256_file, write_json
 from .models import resolve_models_dir
 from .records import PipelineResult, StageRecord
 from .settings import STAGE_NAMES, PipelineSettings, parse_settings
@@ -95,15 +95,6 @@ def resolve_device(requested: str) -> str:
             raise SettingsError("pipeline.device", "a CUDA device present on this machine (or `cpu`/`auto`)",
                                 requested)
     return requested
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ai_modules.fileio import sha256_file
 from ai_modules.models import BACKEND_MODELS, model_status
 
 Progress = Callable[[str, int, int | None], None]
@@ -152,7 +153,7 @@ def _download_hf_file(remote: Remote, dest: Path) -> None:
                         f"({type(exc).__name__}: {exc})") from exc
     etag = (meta.etag or "").strip('"')
     if _SHA256.match(etag):
-        actual = _sha256(fetched)
+        actual = sha256_file(fetched)
         if actual != etag:
             fetched.unlink(missing_ok=True)
             raise PullError(f"{dest}: sha256 {actual} does not match the hub's {etag}")
@@ -171,11 +172,3 @@ def _download_hf_snapshot(remote: Remote, dest: Path) -> None:
     except Exception as exc:  # as above: one clear error naming the repo and the folder
         raise PullError(f"{dest}: cannot fetch huggingface.co/{remote.location} ({type(exc).__name__}: {exc})"
                         ) from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

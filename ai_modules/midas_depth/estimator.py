@@ -9,7 +9,6 @@ is imported when the first estimator loads, not when this module is imported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
+from ..fileio import sha256_file
 from ..models import model_status
 from . import functional as F
 from .functional import ImageLike
@@ -140,7 +140,7 @@ class DepthEstimator:
         """The files loaded, for the stage record: ``[{"path", "bytes", "sha256"}]`` (hashed once)."""
         if self._files is None:
             paths = [self.model_dir / CONFIG_FILE, self.model_dir / PROCESSOR_FILE, self.weights_file]
-            self._files = [{"path": str(p), "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in paths]
+            self._files = [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
         return list(self._files)
 
     def unload(self) -> None:
@@ -234,14 +234,6 @@ def _upsample(pred: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """[h,w] prediction -> [H,W] float32, bicubic, align_corners=False (as MiDaS's run.py)."""
     up = torch.nn.functional.interpolate(pred.float()[None, None], size=size, mode="bicubic", align_corners=False)
     return up[0, 0].cpu().numpy().astype(np.float32, copy=False)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _cache: OrderedDict[tuple[str, str], DepthEstimator] = OrderedDict()
