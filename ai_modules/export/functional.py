@@ -31,7 +31,6 @@ Splats are sorted by descending exp(sum of log-scales) * sigmoid(opacity)
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..gaussians import SH_C0, Gaussians
 
