@@ -71,7 +71,7 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
     ("multiview", "syncdreamer", "syncdreamer-pretrain", "syncdreamer/syncdreamer-pretrain.ckpt", "file", "",
      "https://huggingface.co/camenduru/SyncDreamer/resolve/main/syncdreamer-pretrain.ckpt"),
     ("multiview", "syncdreamer", "clip-vit-l-14", "syncdreamer/ViT-L-14.pt", "file", "",
-     "the OpenAI CLIP ViT-L/14 checkpoint (clip.py's URL for `ViT-L/14`; SyncDreamer's README links a copy)"),
+     "optional (the checkpoint holds CLIP): OpenAI's ViT-L-14.pt, `glimpsed models pull clip-vit-l-14`"),
     ("depth", "dpt", "dpt-hybrid-midas", "depth/dpt-hybrid-midas", "dir", "config.json",
      "huggingface.co/Intel/dpt-hybrid-midas"),
     ("enhance", "sdxl_lightning", "sdxl-base", "enhance/sdxl-base", "dir", "model_index.json",
