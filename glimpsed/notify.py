@@ -11,16 +11,21 @@ import socket
 
 
 def notify(message: str) -> bool:
-    """Send `message` (e.g. "READY=1") to $NOTIFY_SOCKET; False when there is none."""
+    """Send `message` (e.g. "READY=1") to $NOTIFY_SOCKET; False when there is none or it cannot take it now.
+
+    Never blocks: a datagram socket whose reader has fallen behind (its queue holds only a few
+    datagrams) would otherwise stall the daemon's main loop, even its shutdown, until someone reads.
+    """
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.setblocking(False)
         try:
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode())
         except OSError:
             return False
     return True
