@@ -59,11 +59,14 @@ class Stage:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, settings: Any, models_dir: Path | None = None) -> None:
+    def __init__(self, settings: Any, models_dir: Path | None = None, unused: str | None = None) -> None:
+        """`unused`: why this stage's outputs would go unused in this pipeline; then `auto` means `none`."""
         self.settings = settings
         self.device = "cpu"
         self.models_dir = models_dir
         self.backend, self.reason = resolve_backend(self.name, settings.backend, models_dir)
+        if unused and settings.backend == "auto":
+            self.backend, self.reason = "none", f"{unused}; {self.reason}"
 
     def load(self, device: str) -> None:
         """Prepare to run on `device` (embedded backends hold no models)."""

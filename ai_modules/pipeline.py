@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import Stage, StageHooks
+from .base import Stage, StageHooks, resolve_backend
 from .errors import AIModuleError, FormatError, InputError, PipelineStopped, SettingsError, StageFailed
 from .fileio import sha256_file, write_json
 from .models import resolve_models_dir
@@ -166,18 +166,30 @@ class Pipeline:
             return MultiviewStage(s.multiview, models)
         if name == "depth":
             from .depth.stage import DepthStage
-            return DepthStage(s.depth, models, multiview_backend=self.build("multiview").backend)
+            return DepthStage(s.depth, models, self.unused(name))
         if name == "reconstruct":
             from .reconstruct.stage import ReconstructStage
             return ReconstructStage(s.reconstruct, models)
         if name == "enhance":
             from .enhance.stage import EnhanceStage
-            return EnhanceStage(s.enhance, models, refine_backend=self.build("refine").backend)
+            return EnhanceStage(s.enhance, models, self.unused(name))
         if name == "refine":
             from .refine.stage import RefineStage
             return RefineStage(s.refine, models)
         from .export.stage import ExportStage
         return ExportStage(s.export, models)
+
+    def unused(self, name: str) -> str | None:
+        """Why stage `name`'s outputs would go unused with these settings (its `auto` then means `none`), or None."""
+        def backend(stage: str) -> str:
+            return resolve_backend(stage, getattr(self.settings, stage).backend, self.models_dir)[0]
+
+        if name == "depth" and backend("multiview") == "relief":
+            return ("the relief's views carry its own geometry, so reconstruct starts from the relief without a "
+                    "depth term")
+        if name == "enhance" and backend("refine") == "none":
+            return "refine.backend is none, so nothing would use enhanced views"
+        return None
 
     def inputs_for(self, name: str, input_path: Path, done: dict[str, Any]) -> Any:
         """Build stage `name`'s inputs from the input file and earlier outputs."""

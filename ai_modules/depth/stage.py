@@ -53,13 +53,8 @@ class DepthStage(Stage):
     name: ClassVar[str] = "depth"
     files: ClassVar[dict[str, str]] = {"depth": "depth.npz", "depth_preview": "depth.png"}
 
-    def __init__(self, settings: DepthSettings, models_dir: Path | None = None,
-                 multiview_backend: str = "syncdreamer") -> None:
-        super().__init__(settings, models_dir)
-        if settings.backend == "auto" and multiview_backend == "relief":
-            self.backend = "none"
-            self.reason = ("the relief's views carry its own geometry, so reconstruct starts from the relief "
-                           "without a depth term; " + self.reason)
+    def __init__(self, settings: DepthSettings, models_dir: Path | None = None, unused: str | None = None) -> None:
+        super().__init__(settings, models_dir, unused)
         self._estimator: Any = None
 
     def load(self, device: str) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..base import NO_HOOKS, Stage, StageHooks
 from ..cameras import ring_cameras
@@ -26,7 +25,7 @@ from ..gaussians import Gaussians
 from ..imageio import load_rgba, save_png
 from ..multiview.stage import RING_AZIMUTHS, RING_DISTANCE, RING_ELEVATION, MultiviewOutputs, Views
 from ..settings import EnhanceSettings
-from ..splatting import render
+from ..splatting import render_views
 from .classical import enhance_classical
 
 
@@ -57,12 +56,8 @@ class EnhanceStage(Stage):
 
     name: ClassVar[str] = "enhance"
 
-    def __init__(self, settings: EnhanceSettings, models_dir: Path | None = None,
-                 refine_backend: str = "none") -> None:
-        super().__init__(settings, models_dir)
-        if settings.backend == "auto" and refine_backend == "none":
-            self.backend = "none"
-            self.reason = "refine.backend is none, so nothing would use enhanced views; " + self.reason
+    def __init__(self, settings: EnhanceSettings, models_dir: Path | None = None, unused: str | None = None) -> None:
+        super().__init__(settings, models_dir, unused)
         self._service: Any = None
 
     def load(self, device: str) -> None:
@@ -93,13 +88,9 @@ class EnhanceStage(Stage):
             return EnhanceOutputs(metrics={"views": 0})
         size = self.settings.size
         viewmats, ks = ring_cameras(RING_AZIMUTHS, RING_ELEVATION, size, RING_DISTANCE)
-        g = inputs.gaussians.to(self.device)
-        with torch.no_grad():
-            out = render(g, torch.from_numpy(viewmats).float().to(self.device),
-                         torch.from_numpy(ks).float().to(self.device), size, size, background=(1.0, 1.0, 1.0))
-        rgbs = out.rgb.clamp(0, 1).cpu().numpy()
-        alphas = out.alpha[..., 0].clamp(0, 1).cpu().numpy()
-        depths = np.where(alphas > 0.05, out.depth[..., 0].cpu().numpy(), 0.0).astype(np.float32)
+        rgbs, alphas, depths = render_views(inputs.gaussians.to(self.device), viewmats, ks, size)
+        rgbs, alphas = rgbs.clip(0, 1), alphas.clip(0, 1)
+        depths = np.where(alphas > 0.05, depths, 0.0).astype(np.float32)
         photo = inputs.views.input
         enhanced = []
         for i, (rgb, alpha, depth) in enumerate(zip(rgbs, alphas, depths)):

@@ -28,7 +28,7 @@ from ..fileio import write_json
 from ..gaussians import Gaussians
 from ..imageio import load_rgba, save_png
 from ..settings import MultiviewSettings
-from ..splatting import render
+from ..splatting import render_views
 from .relief import relief_object
 
 #: SyncDreamer's ring: 16 views at elevation 30, azimuth 22.5 * i, 256 px, fx = fy = 280, distance 1.5.
@@ -146,18 +146,10 @@ class MultiviewStage(Stage):
         input_k[:2] *= size / relief_size                               # the camera of the full-size cutout
         view_size = s.view_size
         viewmats, ks = ring_cameras(RING_AZIMUTHS, RING_ELEVATION, view_size, RING_DISTANCE)
-        on_device = g.to(self.device)
-        images, alphas = [], []
-        for i in range(0, len(viewmats), 4):
-            hooks.check_stop()
-            hooks.report(0.1 + 0.9 * i / len(viewmats), f"rendering ring views {i}-{i + 3}")
-            out = render(on_device, torch.from_numpy(viewmats[i:i + 4]).float().to(self.device),
-                         torch.from_numpy(ks[i:i + 4]).float().to(self.device), view_size, view_size,
-                         background=(1.0, 1.0, 1.0))
-            images.append(out.rgb.clamp(0, 1).cpu().numpy())
-            alphas.append(out.alpha[..., 0].clamp(0, 1).cpu().numpy())
-        ring = Views(np.concatenate(images), np.concatenate(alphas), viewmats.astype(np.float32),
-                     ks.astype(np.float32))
+        hooks.check_stop()
+        hooks.report(0.3, f"rendering the 16 ring views of {g.num} Gaussians")
+        rgb, alpha, _ = render_views(g.to(self.device), viewmats, ks, view_size)
+        ring = Views(rgb.clip(0, 1), alpha.clip(0, 1), viewmats.astype(np.float32), ks.astype(np.float32))
         photo = Views(inputs.image[None], inputs.alpha[None], input_view[None].astype(np.float32),
                       input_k[None].astype(np.float32))
         metrics = {"gaussians": g.num, "relief_size": relief_size, "input_focal_px": round(float(input_k[0, 0]), 3),

@@ -11,31 +11,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from ..gaussians import Gaussians
 from ..multiview.stage import Views
-from ..splatting import render
-
-
-def _render(g: Gaussians, views: Views) -> tuple[np.ndarray, np.ndarray]:
-    h, w = views.alphas.shape[1:]
-    rgbs, alphas = [], []
-    with torch.no_grad():
-        for i in range(0, len(views), 4):
-            out = render(g, torch.from_numpy(views.viewmats[i:i + 4]).to(g.device),
-                         torch.from_numpy(views.Ks[i:i + 4]).to(g.device), w, h, background=(1.0, 1.0, 1.0))
-            rgbs.append(out.rgb.clamp(0, 1).cpu().numpy())
-            alphas.append(out.alpha[..., 0].cpu().numpy())
-    return np.concatenate(rgbs), np.concatenate(alphas)
+from ..splatting import render_views
 
 
 def input_view_quality(g: Gaussians, photo: Views) -> dict[str, float]:
     """How well the Gaussians reproduce the photo from its own camera: PSNR inside the silhouette and the
     silhouette IoU (alpha >= 0.5)."""
-    rgbs, alphas = _render(g, photo)
-    rgb, alpha = rgbs[0], alphas[0]
+    rgbs, alphas, _ = render_views(g, photo.viewmats, photo.Ks, photo.alphas.shape[1])
+    rgb, alpha = rgbs[0].clip(0, 1), alphas[0]
     mask = photo.alphas[0] >= 0.5
     mse = float(((rgb[mask] - photo.images[0][mask]) ** 2).mean()) if mask.any() else 1.0
     union = float(((alpha >= 0.5) | mask).sum())
@@ -46,7 +33,7 @@ def input_view_quality(g: Gaussians, photo: Views) -> dict[str, float]:
 def ring_closure(g: Gaussians, predicted: Views, tolerance_px: int = 2) -> dict[str, float]:
     """Coverage of the predicted silhouettes (fraction of their pixels the Gaussians cover with alpha >= 0.5,
     worst view and mean) and floaters (fraction of covered pixels farther than `tolerance_px` outside them)."""
-    _, alphas = _render(g, predicted)
+    _, alphas, _ = render_views(g, predicted.viewmats, predicted.Ks, predicted.alphas.shape[1])
     covered = alphas >= 0.5
     silhouettes = predicted.alphas >= 0.5
     grown = np.stack([ndimage.binary_dilation(s, iterations=tolerance_px) for s in silhouettes])

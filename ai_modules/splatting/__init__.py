@@ -2,5 +2,6 @@
 
 from .projection import Projection, project
 from .renderer import RenderOptions, RenderOutput, render, sh_colors
+from .views import render_views
 
-__all__ = ["Projection", "RenderOptions", "RenderOutput", "project", "render", "sh_colors"]
+__all__ = ["Projection", "RenderOptions", "RenderOutput", "project", "render", "render_views", "sh_colors"]

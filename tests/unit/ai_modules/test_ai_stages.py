@@ -17,6 +17,7 @@ from ai_modules.enhance import EnhanceInputs, EnhanceStage, match_colours
 from ai_modules.errors import ModelNotAvailable
 from ai_modules.multiview import MultiviewInputs, MultiviewStage, relief_object
 from ai_modules.multiview.stage import RING_AZIMUTHS
+from ai_modules.pipeline import Pipeline
 from ai_modules.reconstruct.quality import input_view_quality, ring_closure
 from ai_modules.reconstruct.stage import ReconstructInputs, ReconstructStage
 from ai_modules.refine import RefineInputs, RefineStage
@@ -143,7 +144,7 @@ def test_match_colours_only_touches_the_object():
 
 def test_enhance_auto_is_none_while_refine_is_none_and_refine_passes_through(relief_views):
     _, views = relief_views
-    stage = EnhanceStage(settings().enhance, refine_backend="none")
+    stage = Pipeline(settings(), "cpu").build("enhance")
     assert stage.backend == "none" and "refine.backend is none" in stage.reason
     out = stage.run(EnhanceInputs(views.gaussians, views))
     assert out.views is None and stage.save(out, Path("/nonexistent")) == {}
