@@ -22,6 +22,15 @@ Three layers of Gaussians make a closed object:
   about one pixel apart, closing the gap between the front and back rims; their
   colour blends from the front colour to the back colour.
 
+The rasterizer blurs every splat by about half a pixel (gsplat's `eps2d`), so
+Gaussians stacked right at the edge would render a silhouette a pixel wider
+than the cutout's, and its views would disagree with the photo along every
+edge (which costs thin objects most). So the edge is kept where the cutout has
+it: the front and back Gaussians of rim pixels sit `rim_inset` pixels inward,
+take the cutout's (soft) alpha as their opacity, and the walls stand
+`wall_inset` pixels inside the rim, hidden behind the front from the photo's
+camera.
+
 Gradients are clipped at `MAX_SLOPE` (the rounded rim is nearly vertical); the
 walls cover what the clipped surfaces leave open.
 
@@ -125,36 +134,46 @@ def mirror_x(quats: torch.Tensor) -> torch.Tensor:
     return quats * quats.new_tensor([1.0, 1.0, -1.0, -1.0])
 
 
-def rim_walls(mask: np.ndarray, height: np.ndarray, colour: np.ndarray, back_colour: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def rim_pixels(mask: np.ndarray) -> np.ndarray:
+    """[H,W] bool: the silhouette's pixels with a 4-neighbour outside it."""
+    eroded = cv2.erode(mask.astype(np.uint8), np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8))
+    return mask & ~eroded.astype(bool)
+
+
+def outward_normals(mask: np.ndarray, vs: np.ndarray, us: np.ndarray) -> np.ndarray:
+    """[M,2] unit outward directions (u, v) of the silhouette at pixels (vs, us), from the smoothed mask."""
+    smooth = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
+    gv, gu = np.gradient(smooth)
+    out = -np.stack([gu[vs, us], gv[vs, us]], -1).astype(np.float64)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-9)
+
+
+def rim_walls(mask: np.ndarray, height: np.ndarray, colour: np.ndarray, back_colour: np.ndarray,
+              inset: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sample wall points along the silhouette rim, about one pixel apart in X.
 
     Args:
         mask: [H,W] bool.
         height: [H,W] float32 pixels.
         colour, back_colour: [H,W,3] float32 0..1.
+        inset: how far inside the rim pixels' centres the wall stands, pixels.
 
     Returns:
-        uv: [M,2] float64 pixel coordinates (u, v) moved half a pixel outward onto the silhouette.
+        uv: [M,2] float64 pixel coordinates (u, v), `inset` pixels inward of the rim pixels' centres.
         x_px: [M] height of each wall point, pixels (from -h to +h of its rim pixel).
         outward: [M,2] unit outward direction in (u, v).
         step_px: [M] spacing of the wall points in X, pixels.
         rgb: [M,3] colour.
     """
-    eroded = cv2.erode(mask.astype(np.uint8), np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8))
-    rim = mask & ~eroded.astype(bool)
-    vs, us = np.nonzero(rim)
-    smooth = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
-    gv, gu = np.gradient(smooth)
-    out = -np.stack([gu[vs, us], gv[vs, us]], -1)
-    out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-9)
+    vs, us = np.nonzero(rim_pixels(mask))
+    out = outward_normals(mask, vs, us)
     h = height[vs, us].astype(np.float64)
     count = np.maximum(1, np.ceil(2.0 * h)).astype(np.int64)
     rep = np.repeat(np.arange(len(vs)), count)
     j = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
     step = 2.0 * h[rep] / count[rep]
     x_px = -h[rep] + (j + 0.5) * step
-    uv = np.stack([us[rep], vs[rep]], -1) + 0.5 * out[rep]
+    uv = np.stack([us[rep], vs[rep]], -1) + 0.5 - inset * out[rep]
     t = ((x_px / np.maximum(h[rep], 1e-9)) + 1.0) / 2.0
     rgb = t[:, None] * colour[vs, us][rep] + (1 - t[:, None]) * back_colour[vs, us][rep]
     return uv, x_px, out[rep], step, rgb
@@ -168,7 +187,8 @@ def relief_pixel_size(mask: np.ndarray, extent: float) -> float:
 
 def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, extent: float = 0.8,
                 back_shade: float = 0.9, side_walls: bool = True, opacity: float = 0.95,
-                footprint: float = 0.6, flatness: float = 0.1, fit_box: bool = True) -> Gaussians:
+                footprint: float = 0.35, flatness: float = 0.1, rim_inset: float = 0.25,
+                wall_inset: float = 1.0, fit_box: bool = True) -> Gaussians:
     """Turn a cutout and its relief height into a closed set of Gaussians (see the module docstring).
 
     Args:
@@ -178,9 +198,11 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
         extent: world length of the silhouette's long side.
         back_shade: colour factor of the back side.
         side_walls: add rim walls.
-        opacity: opacity of every Gaussian.
+        opacity: opacity of the Gaussians (times the cutout's alpha on the front and back).
         footprint: standard deviation across the surface, in pixel footprints.
         flatness: standard deviation along the normal / across it.
+        rim_inset: how far the front and back Gaussians of rim pixels move inward, pixels.
+        wall_inset: how far inside the rim pixels' centres the walls stand, pixels.
         fit_box: scale down uniformly if any mean would leave [-BOX_LIMIT, BOX_LIMIT]^3.
 
     Returns:
@@ -201,16 +223,20 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
     slope = np.stack([du[vs, us], -dv[vs, us]], -1)                          # dX/dY, dX/dZ
     norm = np.linalg.norm(slope, axis=-1, keepdims=True)
     slope = torch.from_numpy(slope * np.minimum(1.0, MAX_SLOPE / np.maximum(norm, 1e-9))).double()
-    y = (us + 0.5 - size / 2.0) * p
-    z = -(vs + 0.5 - size / 2.0) * p
+    uv = np.stack([us, vs], -1) + 0.5
+    on_rim = rim_pixels(mask)[vs, us]
+    uv[on_rim] -= rim_inset * outward_normals(mask, vs[on_rim], us[on_rim])
+    y = (uv[:, 0] - size / 2.0) * p
+    z = -(uv[:, 1] - size / 2.0) * p
     x = height[vs, us].astype(np.float64) * p
     sigma = footprint * p
     log_scales, quats = surface_frames(slope[:, 0], slope[:, 1], sigma, flatness)
     means = [np.stack([x, y, z], -1), np.stack([-x, y, z], -1)]
     scales_l, quats_l = [log_scales, log_scales], [quats, mirror_x(quats)]
     rgbs = [colour[vs, us], back[vs, us]]
+    opacities = [opacity * alpha[vs, us], opacity * alpha[vs, us]]
     if side_walls:
-        uv, x_px, out, step, rgb = rim_walls(mask, height, colour, back)
+        uv, x_px, out, step, rgb = rim_walls(mask, height, colour, back, wall_inset)
         means.append(np.stack([x_px * p, (uv[:, 0] - size / 2.0) * p, -(uv[:, 1] - size / 2.0) * p], -1))
         # Local x along world X (up the wall), local z = outward normal (0, out_u, -out_v): a rotation about X.
         beta = torch.from_numpy(np.arctan2(-out[:, 1], out[:, 0]) - np.pi / 2)
@@ -220,8 +246,9 @@ def lift_relief(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, ext
         scales_l.append(torch.from_numpy(np.log(np.stack([s_x, np.full_like(s_x, sigma),
                                                           np.full_like(s_x, flatness * sigma)], -1))))
         rgbs.append(rgb)
-    return _assemble(np.concatenate(means), torch.cat(scales_l), torch.cat(quats_l), np.concatenate(rgbs), opacity,
-                     fit_box)
+        opacities.append(np.full(len(rgb), opacity))
+    return _assemble(np.concatenate(means), torch.cat(scales_l), torch.cat(quats_l), np.concatenate(rgbs),
+                     np.concatenate(opacities), fit_box)
 
 
 def relief_object(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, elevation: float = 30.0,
@@ -287,7 +314,7 @@ def relief_object(image: np.ndarray, alpha: np.ndarray, height: np.ndarray, *, e
 
 
 def _assemble(means: np.ndarray, log_scales: torch.Tensor, quats: torch.Tensor, rgb: np.ndarray,
-              opacity: float, fit_box: bool = True) -> Gaussians:
+              opacity: np.ndarray, fit_box: bool = True) -> Gaussians:
     reach = np.abs(means).max()
     shrink = min(1.0, BOX_LIMIT / reach) if reach > 0 and fit_box else 1.0
     n = len(means)
@@ -295,7 +322,7 @@ def _assemble(means: np.ndarray, log_scales: torch.Tensor, quats: torch.Tensor, 
         means=torch.from_numpy(means * shrink).float(),
         quats=quats.float(),
         log_scales=(log_scales + math.log(shrink)).float(),
-        opacity_logits=torch.full((n,), math.log(opacity / (1.0 - opacity)), dtype=torch.float32),
+        opacity_logits=torch.from_numpy(np.log(opacity / (1.0 - opacity))).float(),
         sh_dc=rgb_to_sh_dc(torch.from_numpy(np.ascontiguousarray(rgb)).float()),
         sh_rest=torch.zeros(n, 0, 3),
     )
