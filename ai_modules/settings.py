@@ -114,7 +114,7 @@ class MultiviewSettings:
         "scales with it)", lo=32, hi=1024))
     relief_size: int = field(default=0, metadata=_rule(
         "int", "`relief`: side at which the cutout becomes Gaussians (one per pixel, front and back); "
-        "0 = auto: the cutout's size on CUDA, 128 on the CPU", lo=0, hi=2048))
+        "0 = auto: 192 on CUDA, 128 on the CPU (never more than the cutout's size)", lo=0, hi=2048))
     precision: str = field(default="auto", metadata=_rule(
         "choice", "`syncdreamer`: `auto` (bf16 on CUDA, fp32 on the CPU), `fp32`, `bf16` or `fp16`",
         choices=("auto", "fp32", "bf16", "fp16")))
@@ -131,7 +131,7 @@ class MultiviewSettings:
     side_walls: bool = field(default=True, metadata=_rule(
         "bool", "add Gaussians along the silhouette rim that close the gap between front and back"))
     opacity: float = field(default=0.95, metadata=_rule("float", "opacity of every Gaussian", lo=0.01, hi=0.999))
-    footprint: float = field(default=0.6, metadata=_rule(
+    footprint: float = field(default=0.35, metadata=_rule(
         "float", "Gaussian standard deviation across the surface, in pixel footprints", lo=0.1, hi=3.0))
     flatness: float = field(default=0.1, metadata=_rule(
         "float", "Gaussian standard deviation along the surface normal / across it", lo=0.01, hi=1.0))
@@ -158,8 +158,11 @@ class ReconstructSettings:
         "choice", "fitting hyperparameters: `draft`, `standard` or `high` (ai_modules.reconstruct.PRESETS)",
         choices=("draft", "standard", "high")))
     iterations: int = field(default=0, metadata=_rule(
-        "int", "optimisation steps; 0 = auto: from the relief 250 on CUDA and 60 on the CPU, else the preset's",
+        "int", "optimisation steps; 0 = auto: from the relief 150 on CUDA and 60-250 on the CPU (fewer for more "
+        "Gaussians), else the preset's",
         lo=0, hi=100_000))
+    views_per_step: int = field(default=0, metadata=_rule(
+        "int", "views rendered together in one step; 0 = auto: 4 on CUDA from the relief, else 1", lo=0, hi=64))
     size: int = field(default=256, metadata=_rule(
         "int", "side of the views the fit compares against, pixels", lo=32, hi=1024))
     input_weight: int = field(default=4, metadata=_rule(

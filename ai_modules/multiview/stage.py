@@ -36,6 +36,9 @@ RING_AZIMUTHS: tuple[float, ...] = tuple(22.5 * i for i in range(16))
 RING_ELEVATION = 30.0
 RING_SIZE = 256
 RING_DISTANCE = 1.5
+#: `relief_size: 0` (auto), by device type: the relief's Gaussians per cutout side. Finer is not better:
+#: with the fit's fixed steps, 192 gave higher figures on the GPU than the 256-px cutout (docs/benchmarks.md).
+AUTO_RELIEF_SIZE = {"cuda": 192, "cpu": 128}
 
 
 @dataclass
@@ -132,7 +135,7 @@ class MultiviewStage(Stage):
     def _relief(self, inputs: MultiviewInputs, hooks: StageHooks) -> MultiviewOutputs:
         s = self.settings
         size = inputs.image.shape[0]
-        relief_size = s.relief_size or (size if torch.device(self.device).type == "cuda" else min(size, 128))
+        relief_size = min(size, s.relief_size or AUTO_RELIEF_SIZE[torch.device(self.device).type])
         image, alpha = inputs.image, inputs.alpha
         if relief_size != size:
             image = cv2.resize(image, (relief_size, relief_size), interpolation=cv2.INTER_AREA)

@@ -25,8 +25,14 @@ from .fit import PRESETS, fit
 from .init import from_visual_hull
 from .quality import input_view_quality
 
-#: Steps when starting from the relief with `iterations: 0` (auto), by device type.
-RELIEF_ITERATIONS = {"cuda": 250, "cpu": 60}
+#: Steps on CUDA when starting from the relief with `iterations: 0` (auto), and views per step there
+#: with `views_per_step: 0` (a small step is mostly launch overhead: 4 views cost little more than one).
+RELIEF_ITERATIONS_CUDA = 150
+RELIEF_VIEWS_PER_STEP_CUDA = 4
+#: On the CPU a step costs about in proportion to the Gaussians, so `auto` spends a fixed budget of
+#: Gaussian-steps (about 15 s on 2 cores) within these bounds: small objects get more steps.
+RELIEF_GAUSSIAN_STEPS_CPU = 1_000_000
+RELIEF_ITERATIONS_CPU = (60, 250)
 #: Depth pixels below this confidence are left out of the depth term.
 MIN_DEPTH_CONFIDENCE = 0.3
 
@@ -81,12 +87,14 @@ class ReconstructStage(Stage):
         relief = inputs.views.gaussians
         initial = relief if relief is not None else from_visual_hull(
             images, masks, viewmats, ks, PRESETS[s.preset].init_points, generator=torch.Generator().manual_seed(0))
-        iterations = s.iterations or (RELIEF_ITERATIONS[kind] if relief is not None else PRESETS[s.preset].iterations)
+        iterations = s.iterations or (relief_iterations(kind, relief.num) if relief is not None
+                                      else PRESETS[s.preset].iterations)
         densify = s.densify if s.densify != "auto" else ("none" if relief is not None else PRESETS[s.preset].densify)
+        batch = s.views_per_step or (RELIEF_VIEWS_PER_STEP_CUDA if relief is not None and kind == "cuda" else 1)
         preset = dataclasses.replace(PRESETS[s.preset], iterations=iterations, densify=densify,
-                                     depth_lambda=s.depth_weight)
+                                     depth_lambda=s.depth_weight, views_per_step=batch)
         hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
-                           f"{iterations} steps")
+                           f"{iterations} steps of {batch} view(s)")
         fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if with_depth else None,
                               init=initial, preset=preset, device=self.device, should_stop=hooks.should_stop,
                               train_metrics=False,
@@ -95,7 +103,7 @@ class ReconstructStage(Stage):
                                                                    f"{m['num_gaussians']} Gaussians"))
         hooks.check_stop()
         metrics.update(input_view_quality(fitted, inputs.views.input))
-        metrics.update(size=size, initial_gaussians=initial.num, depth_term=with_depth,
+        metrics.update(size=size, views_per_step=batch, initial_gaussians=initial.num, depth_term=with_depth,
                        initial_from="relief" if relief is not None else "visual hull")
         return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
 
@@ -111,6 +119,15 @@ class ReconstructStage(Stage):
         d = Path(directory)
         return ReconstructOutputs(Gaussians.load_ply(d / self.files["gaussians"]),
                                   Gaussians.load_ply(d / self.files["initial"]))
+
+
+def relief_iterations(device_type: str, num_gaussians: int) -> int:
+    """Fitting steps from the relief for `iterations: 0` (auto): fixed on CUDA; on the CPU a budget of
+    Gaussian-steps, so the fit takes about the same time whatever the object's size."""
+    if device_type == "cuda":
+        return RELIEF_ITERATIONS_CUDA
+    low, high = RELIEF_ITERATIONS_CPU
+    return int(min(max(round(RELIEF_GAUSSIAN_STEPS_CPU / max(num_gaussians, 1)), low), high))
 
 
 def _resized(views: Views, depth: np.ndarray | None, confidence: np.ndarray, size: int

@@ -51,6 +51,19 @@ def test_densify_default_runs_on_the_cpu(data):
     assert metrics["densify"] == "default" and g.num > 0 and g.sh_degree == 1
 
 
+@pytest.mark.parametrize("densify", ["none", "default"])
+def test_several_views_per_step_fit_better_in_the_same_steps(data, densify: str):
+    # the same steps, each averaging the loss over 4 views instead of taking one
+    one = FitPreset(iterations=30, sh_degree=0, densify=densify, init_points=1500)
+    four = FitPreset(iterations=30, sh_degree=0, densify=densify, init_points=1500, views_per_step=4)
+    args = (data["images"], data["viewmats"], data["Ks"])
+    _, start = fit(*args, masks=data["masks"], depths=data["depths"], preset=one, budget=FitBudget(iterations=1))
+    _, a = fit(*args, masks=data["masks"], depths=data["depths"], preset=one)
+    g, b = fit(*args, masks=data["masks"], depths=data["depths"], preset=four)
+    assert b["iterations"] == 30 and b["train_psnr"] > start["train_psnr"] + 1.0
+    assert b["train_psnr"] > a["train_psnr"] and torch.isfinite(g.means).all()
+
+
 def test_budgets_and_stop(data):
     steps = []
     preset = FitPreset(iterations=500, sh_degree=0, densify="none", init_points=500)
