@@ -103,7 +103,7 @@ def gaussians_to_mesh(g: Gaussians, *, views: int = 8, size: int = 128, voxels: 
     """
     viewmats, ks = mesh_cameras(views, size)
     colour, alpha, depth = _unblended_views(g, viewmats, ks, size)
-    tsdf, colours = fuse_tsdf(colour, depth, alpha, viewmats, ks, voxels=voxels)
+    tsdf, colours = fuse_tsdf(colour, depth, alpha, viewmats, ks, voxels=voxels, device=g.device)
     try:
         mesh = extract_mesh(tsdf, colours, max_faces=max_faces)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""TSDF fusion of rendered views into a signed distance and a colour volume (numpy, CPU).
+"""TSDF fusion of rendered views into a signed distance and a colour volume (torch on any device, scipy).
 
 The grid has ``voxels^3`` cells over the object box [-0.5, 0.5]^3 (voxel i has its
 centre at -0.5 + (i + 0.5) / voxels), indexed [x, y, z]. `fuse_tsdf`:
@@ -42,16 +42,17 @@ def voxel_centres(voxels: int) -> np.ndarray:
     return (BOX_MIN + (np.arange(voxels) + 0.5) * BOX_SIZE / voxels).astype(np.float32)
 
 
-def _project(points: np.ndarray, view: np.ndarray, k: np.ndarray, h: int, w: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel index [M] (row * w + col; -1 outside the image) and camera depth [M] of world points [M,3]."""
-    cam = points @ view[:3, :3].T.astype(np.float32) + view[:3, 3].astype(np.float32)
+def _project(points: torch.Tensor, view: torch.Tensor, k: torch.Tensor, h: int, w: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel index [M] (row * w + col; 0 outside the image), camera depth [M] and in-image mask [M] of world
+    points [M,3]."""
+    cam = points @ view[:3, :3].T + view[:3, 3]
     z = cam[:, 2]
-    safe = np.where(z > 1e-6, z, 1.0)
-    col = np.floor(cam[:, 0] / safe * k[0, 0] + k[0, 2]).astype(np.int64)
-    row = np.floor(cam[:, 1] / safe * k[1, 1] + k[1, 2]).astype(np.int64)
+    safe = torch.where(z > 1e-6, z, 1.0)
+    col = torch.floor(cam[:, 0] / safe * k[0, 0] + k[0, 2]).long()
+    row = torch.floor(cam[:, 1] / safe * k[1, 1] + k[1, 2]).long()
     inside = (z > 1e-6) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    return np.where(inside, row * w + col, -1), z, inside
+    return torch.where(inside, row * w + col, 0), z, inside
 
 
 def _check_views(rgbs: np.ndarray, depths: np.ndarray, alphas: np.ndarray, viewmats: np.ndarray,
@@ -69,7 +70,7 @@ def _check_views(rgbs: np.ndarray, depths: np.ndarray, alphas: np.ndarray, viewm
 def fuse_tsdf(rgbs: np.ndarray | torch.Tensor, depths: np.ndarray | torch.Tensor,
               alphas: np.ndarray | torch.Tensor, viewmats: np.ndarray | torch.Tensor,
               Ks: np.ndarray | torch.Tensor, *, voxels: int = 128, trunc: float | None = None,  # noqa: N803
-              alpha_min: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+              alpha_min: float = 0.5, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Fuse depth maps and silhouettes into a truncated signed distance volume (module docstring).
 
     Args:
@@ -81,6 +82,7 @@ def fuse_tsdf(rgbs: np.ndarray | torch.Tensor, depths: np.ndarray | torch.Tensor
         voxels: cells per axis over [-0.5, 0.5]^3 (>= 8).
         trunc: truncation distance in world units (default: 4 voxels).
         alpha_min: coverage below which a pixel is background, in (0, 1).
+        device: where the views are projected and accumulated (the distance transforms run on the CPU).
 
     Returns:
         tsdf: [D,D,D] float32 in -1..1 indexed [x, y, z], positive outside, D = `voxels`.
@@ -102,45 +104,48 @@ def fuse_tsdf(rgbs: np.ndarray | torch.Tensor, depths: np.ndarray | torch.Tensor
         raise ValueError(f"`trunc` must be > 0, got {trunc!r}")
     h, w = rgbs.shape[1:3]
     c = voxel_centres(voxels)
-    points = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)
-    flat_alpha = alphas.reshape(len(alphas), -1)
+    dev = torch.device(device)
+    points = torch.from_numpy(np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)).to(dev)
+    flat_alpha = torch.from_numpy(alphas.reshape(len(alphas), -1)).to(dev)
     flat_depth = np.where(np.isfinite(depths) & (depths > 0) & (alphas >= alpha_min), depths, np.nan)
-    flat_depth = flat_depth.reshape(len(depths), -1)
+    flat_depth = torch.from_numpy(flat_depth.reshape(len(depths), -1)).to(dev)
+    flat_rgb = torch.from_numpy(rgbs.reshape(len(rgbs), -1, 3)).to(dev)
+    views = torch.from_numpy(viewmats).float().to(dev)
+    kt = torch.from_numpy(ks).float().to(dev)
 
-    alive = np.arange(points.shape[0])                      # 1. visual hull
+    alive = torch.arange(points.shape[0], device=dev)       # 1. visual hull
     for i in range(len(rgbs)):
-        pix, _, inside = _project(points[alive], viewmats[i], ks[i], h, w)
-        empty = inside & (flat_alpha[i][np.maximum(pix, 0)] < alpha_min)
-        alive = alive[~empty]
+        pix, _, inside = _project(points[alive], views[i], kt[i], h, w)
+        alive = alive[~(inside & (flat_alpha[i][pix] < alpha_min))]
     hull = np.zeros(points.shape[0], dtype=bool)
-    hull[alive] = True
+    hull[alive.cpu().numpy()] = True
     hull = hull.reshape(voxels, voxels, voxels)
     band = ndimage.binary_dilation(hull, iterations=2).reshape(-1)
     idx = np.nonzero(band)[0]
 
-    total = np.zeros(idx.size, np.float32)                 # 2. TSDF and colour over the hull + margin
-    count = np.zeros(idx.size, np.float32)
-    rgb_sum = np.zeros((idx.size, 3), np.float32)
-    rgb_count = np.zeros(idx.size, np.float32)
-    band_points = points[idx]
+    n = idx.size                                            # 2. TSDF and colour over the hull + margin
+    total, count, rgb_count = (torch.zeros(n, device=dev) for _ in range(3))
+    rgb_sum = torch.zeros(n, 3, device=dev)
+    band_points = points[torch.from_numpy(idx).to(dev)]
     for i in range(len(rgbs)):
-        pix, z, inside = _project(band_points, viewmats[i], ks[i], h, w)
-        sdf = flat_depth[i][np.maximum(pix, 0)] - z
-        seen = inside & np.isfinite(sdf) & (sdf > -trunc)
-        total[seen] += np.clip(sdf[seen] / trunc, -1.0, 1.0)
-        count[seen] += 1.0
+        pix, z, inside = _project(band_points, views[i], kt[i], h, w)
+        sdf = flat_depth[i][pix] - z
+        seen = inside & torch.isfinite(sdf) & (sdf > -trunc)
+        total += torch.where(seen, (sdf / trunc).clamp(-1.0, 1.0), 0.0)
+        count += seen
         near = seen & (sdf < trunc)
-        rgb_sum[near] += rgbs[i].reshape(-1, 3)[pix[near]]
-        rgb_count[near] += 1.0
+        rgb_sum += torch.where(near[:, None], flat_rgb[i][pix], 0.0)
+        rgb_count += near
+    total, count, rgb_sum, rgb_count = (t.cpu().numpy() for t in (total, count, rgb_sum, rgb_count))
 
     in_hull = hull.reshape(-1)[idx]                          # 3. unmeasured voxels, carving
     hull_sdf = _signed_distance(hull, band.reshape(hull.shape)).reshape(-1)[idx] * (size / trunc)
     value = np.where(count > 0, total / np.maximum(count, 1.0), np.clip(hull_sdf, -1.0, 1.0))
     value = np.where(in_hull, value, np.maximum(value, 1e-3))
-    tsdf = np.ones(points.shape[0], np.float32)
+    tsdf = np.ones(voxels ** 3, np.float32)
     tsdf[idx] = value
-    colour = np.zeros((points.shape[0], 3), np.float32)    # 4. colour, filled from the nearest measured voxel
-    has = np.zeros(points.shape[0], dtype=bool)
+    colour = np.zeros((voxels ** 3, 3), np.float32)    # 4. colour, filled from the nearest measured voxel
+    has = np.zeros(voxels ** 3, dtype=bool)
     colour[idx] = rgb_sum / np.maximum(rgb_count, 1.0)[:, None]
     has[idx] = rgb_count > 0
     colour, has = colour.reshape(voxels, voxels, voxels, 3), has.reshape(voxels, voxels, voxels)

@@ -72,3 +72,18 @@ def test_fit_with_mcmc_relocates_and_grows_toward_its_cap_on_cuda():
                      preset=preset, device="cuda")
     assert g.means.is_cuda and metrics["densify"] == "mcmc"
     assert 3000 < g.num <= 6000 and metrics["train_psnr"] > 22, metrics
+
+
+def test_tsdf_fuses_the_same_on_cuda_as_on_the_cpu():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from ai_modules.export.tsdf import fuse_tsdf
+    from tests.unit.ai_modules.test_ai_mesh import ring_views
+
+    views = ring_views("sphere", size=128)
+    cpu = fuse_tsdf(*views, voxels=64)
+    cuda = fuse_tsdf(*views, voxels=64, device="cuda")
+    # Only voxels whose projection falls within float rounding of a pixel edge may differ.
+    assert np.mean(np.abs(cpu[0] - cuda[0]) < 1e-4) > 0.999 and np.mean(np.abs(cpu[1] - cuda[1]) < 1e-3) > 0.999
