@@ -144,6 +144,9 @@ class DepthSettings:
     backend: str = _backend("depth")
     thickness: float = field(default=0.5, metadata=_rule(
         "float", "`inflation`: front-to-back thickness / silhouette width", lo=0.01, hi=2.0))
+    shading: float = field(default=0.0, metadata=_rule(
+        "float", "`inflation`: how much the photo's shading modulates the height (brighter = nearer; 0 = off, "
+        "0.2 = +-20 %)", lo=0.0, hi=1.0))
     confidence_ramp: float = field(default=0.1, metadata=_rule(
         "float", "`inflation`: distance from the rim at which confidence reaches 1, fraction of the object's long "
         "side", lo=0.001, hi=1.0))

@@ -15,6 +15,8 @@ silhouette's width, exact for round silhouettes (1.0 turns a disc into a
 sphere, 0.5 into an ellipsoid half as deep as wide). Long, thin parts come out
 about 1.4x thicker relative to their width (a strip's maximum of 2*sqrt(u) is
 width/sqrt(2)). The square root rounds the rim (vertical tangent at the silhouette).
+
+`shade` then optionally adds what the photo's shading suggests: brighter is nearer.
 """
 
 from __future__ import annotations
@@ -68,6 +70,39 @@ def inflate(mask: np.ndarray, thickness: float) -> np.ndarray:
         [H,W] float32 >= 0, pixels; 0 outside the mask.
     """
     return (thickness * 2.0 * np.sqrt(poisson_inflation(mask))).astype(np.float32)
+
+
+def shade(height: np.ndarray, image: np.ndarray, mask: np.ndarray, strength: float,
+          scale: float = 0.05) -> np.ndarray:
+    """Modulate an inflated height by the photo's shading: brighter is nearer.
+
+    The luminance's fine structure (minus its blur over `scale` of the object's long side, taken
+    inside the mask only) is normalised to unit spread and clipped to [-1, 1]; the height becomes
+    ``height * (1 + strength * detail)``, so bumps scale with the local height and vanish at the rim.
+
+    Args:
+        height: [H,W] float32 >= 0 (from `inflate`).
+        image: [H,W,3] float32 0..1.
+        mask: [H,W] bool.
+        strength: 0 (off) .. 1; the relative height change at one spread of detail.
+        scale: blur radius as a fraction of the object's long side.
+
+    Returns:
+        [H,W] float32 >= 0; `height` itself when `strength` is 0 or the object has no shading.
+    """
+    if strength <= 0 or not mask.any():
+        return height
+    ys, xs = np.nonzero(mask)
+    sigma = max(scale * float(max(np.ptp(ys), np.ptp(xs)) + 1), 0.5)
+    lum = (image @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    weight = mask.astype(np.float32)
+    local = cv2.GaussianBlur(lum * weight, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)
+    detail = np.where(mask, lum - local, 0.0)
+    spread = float(detail[mask].std())
+    if spread < 1e-4:
+        return height
+    detail = np.clip(detail / spread, -1.0, 1.0)
+    return np.maximum(height * (1.0 + min(strength, 1.0) * detail), 0.0).astype(np.float32)
 
 
 def rim_confidence(mask: np.ndarray, ramp_px: float) -> np.ndarray:

@@ -104,8 +104,8 @@ class DepthStage(Stage):
             return np.where(mask, depth, 0.0).astype(np.float32), confidence.astype(np.float32)
         ys, xs = np.nonzero(mask)
         long_side = float(max(np.ptp(ys), np.ptp(xs)) + 1)
-        return (F.inflate(mask, self.settings.thickness),
-                F.rim_confidence(mask, self.settings.confidence_ramp * long_side))
+        height = F.shade(F.inflate(mask, self.settings.thickness), image, mask, self.settings.shading)
+        return height, F.rim_confidence(mask, self.settings.confidence_ramp * long_side)
 
     def save(self, outputs: DepthOutputs, directory: Path) -> dict[str, str]:
         """Write ``depth.npz`` (all arrays) and the contact sheet ``depth.png`` (bright = near); nothing for `none`."""
