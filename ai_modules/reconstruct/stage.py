@@ -29,8 +29,9 @@ from .quality import input_view_quality
 #: with `views_per_step: 0` (a small step is mostly launch overhead: 4 views cost little more than one).
 RELIEF_ITERATIONS_CUDA = 150
 RELIEF_VIEWS_PER_STEP_CUDA = 4
-#: On the CPU a step costs about in proportion to the Gaussians, so `auto` spends a fixed budget of
-#: Gaussian-steps (about 15 s on 2 cores) within these bounds: small objects get more steps.
+#: On the CPU a step costs roughly in proportion to the Gaussians, so `auto` spends a fixed budget of
+#: Gaussian-steps within these bounds: small objects get more steps (15-25 s on 2 cores for 512-px photos;
+#: a step also has a fixed part, so the smallest objects take the longest).
 RELIEF_GAUSSIAN_STEPS_CPU = 1_000_000
 RELIEF_ITERATIONS_CPU = (60, 250)
 #: Depth pixels below this confidence are left out of the depth term.
