@@ -85,6 +85,7 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
 _PLAN_BY_NAME = {row[2]: row for row in _PLAN}
 #: The model files each learned backend needs (all of them), by name in the plan above.
 BACKEND_MODELS: dict[str, tuple[str, ...]] = {
+    "rembg": ("isnet-general-use",),
     "syncdreamer": ("syncdreamer-pretrain",),
     "dpt": ("dpt-hybrid-midas",),
     "sdxl_lightning": ("sdxl-base", "sdxl-lightning-4step-unet", "controlnet-depth-sdxl"),

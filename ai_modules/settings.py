@@ -41,6 +41,7 @@ EMBEDDED_BACKENDS: dict[str, str] = {
 }
 #: The learned backends of each stage; `auto` picks the first whose model files are on disk.
 LEARNED_BACKENDS: dict[str, tuple[str, ...]] = {
+    "segment": ("rembg",),
     "multiview": ("syncdreamer",),
     "depth": ("dpt",),
     "enhance": ("sdxl_lightning",),

@@ -67,20 +67,17 @@ REMOTES: dict[str, Remote] = {
                                     allow=("config.json", "diffusion_pytorch_model.fp16.safetensors")),
 }
 #: What `pull <backend>` fetches beyond `BACKEND_MODELS` (rembg's default session model).
-_BACKEND_EXTRA: dict[str, tuple[str, ...]] = {"rembg": ("isnet-general-use",)}
-
-
 def names_for(target: str) -> tuple[str, ...]:
     """The planned model names `target` (a backend such as "syncdreamer", or one model name) stands for.
 
     Raises:
         PullError: unknown target (the message lists the known ones).
     """
-    if target in BACKEND_MODELS or target in _BACKEND_EXTRA:
-        return BACKEND_MODELS.get(target, ()) + _BACKEND_EXTRA.get(target, ())
+    if target in BACKEND_MODELS:
+        return BACKEND_MODELS[target]
     if target in REMOTES:
         return (target,)
-    known = sorted(set(BACKEND_MODELS) | set(_BACKEND_EXTRA) | set(REMOTES))
+    known = sorted(set(BACKEND_MODELS) | set(REMOTES))
     raise PullError(f"unknown model or backend {target!r}; known: {', '.join(known)}")
 
 

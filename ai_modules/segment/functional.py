@@ -132,6 +132,16 @@ def clean_mask(mask: np.ndarray, dist: np.ndarray, background_level: float,
     return filled
 
 
+def largest_component(alpha: np.ndarray, margin: int = 2) -> np.ndarray:
+    """Keep the largest 8-connected part of a soft matte ([H,W] float32, object where >= 0.5), with its soft
+    edge up to `margin` pixels outside it; everything else becomes 0."""
+    labels, count = ndimage.label(alpha >= 0.5, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        return alpha
+    largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return np.where(ndimage.binary_dilation(largest, iterations=margin), alpha, 0.0).astype(np.float32)
+
+
 def colour_segment(rgb8: np.ndarray, settings: SegmentSettings) -> tuple[np.ndarray, dict[str, Any]]:
     """Segment a photo without alpha by its border colours and GrabCut.
 

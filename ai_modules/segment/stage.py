@@ -47,7 +47,8 @@ class SegmentOutputs:
 
 
 class SegmentStage(Stage):
-    """Cut the object out: the input's alpha if meaningful, else border colours + GrabCut.
+    """Cut the object out: the input's alpha if meaningful, else an IS-Net matte (`rembg`) or border
+    colours + GrabCut (`alpha_grabcut`).
 
     Example:
         >>> stage = SegmentStage(SegmentSettings())
@@ -61,6 +62,20 @@ class SegmentStage(Stage):
 
     def __init__(self, settings: SegmentSettings, models_dir: Path | None = None) -> None:
         super().__init__(settings, models_dir)
+        self._matter: Any = None
+
+    def load(self, device: str) -> None:
+        """Open the IS-Net session for the `rembg` backend (raises ModelNotAvailable when its file is missing)."""
+        super().load(device)
+        if self.backend == "rembg":
+            (model,) = self.require_models()
+            from .rembg_matte import RembgMatter
+
+            self._matter = RembgMatter(model.path)
+
+    def unload(self) -> None:
+        """Close the IS-Net session."""
+        self._matter = None
 
     def check_inputs(self, inputs: SegmentInputs) -> None:
         """Raise ValueError/InputError unless exactly one of a readable path or arrays is given."""
@@ -89,6 +104,11 @@ class SegmentStage(Stage):
         hooks.report(0.1, f"loaded {w}x{h} image")
         if F.meaningful_alpha(alpha, s.min_area_fraction):
             soft, source, metrics = alpha.astype(np.float32) / 255.0, "alpha", {}
+        elif self.backend == "rembg":
+            if self._matter is None:
+                self.load(self.device)
+            hooks.report(0.2, "IS-Net matte (rembg)")
+            soft, source, metrics = F.largest_component(self._matter.matte(rgb)), "rembg", {}
         else:
             hooks.report(0.2, "estimating the background from the border")
             soft, metrics = F.colour_segment(rgb, s)

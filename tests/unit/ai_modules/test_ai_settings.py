@@ -35,7 +35,7 @@ def test_strings_from_environment_are_coerced():
     ({"segment": {"size": 8}}, "pipeline.segment.size", "in [64, 2048]"),
     ({"segment": {"sise": 256}}, "pipeline.segment.sise", "did you mean `size`"),
     ({"segmnt": {}}, "pipeline.segmnt", "did you mean `segment`"),
-    ({"segment": {"backend": "rembg"}}, "pipeline.segment.backend", "`auto`, `alpha_grabcut`"),
+    ({"segment": {"backend": "u2net"}}, "pipeline.segment.backend", "`auto`, `alpha_grabcut`, `rembg`"),
     ({"depth": {"thickness": "nan"}}, "pipeline.depth.thickness", "must be a number"),
     ({"multiview": {"side_walls": "maybe"}}, "pipeline.multiview.side_walls", "boolean"),
     ({"multiview": {"backend": "zero123"}}, "pipeline.multiview.backend", "`syncdreamer`"),
