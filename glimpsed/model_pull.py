@@ -66,7 +66,8 @@ REMOTES: dict[str, Remote] = {
     "controlnet-depth-sdxl": Remote("hf_snapshot", "diffusers/controlnet-depth-sdxl-1.0",
                                     allow=("config.json", "diffusion_pytorch_model.fp16.safetensors")),
 }
-#: What `pull <backend>` fetches beyond `BACKEND_MODELS` (rembg's default session model).
+
+
 def names_for(target: str) -> tuple[str, ...]:
     """The planned model names `target` (a backend such as "syncdreamer", or one model name) stands for.
 
