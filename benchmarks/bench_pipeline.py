@@ -97,9 +97,9 @@ def main() -> None:
             size = Image.open(photo).size
             print(f"{photo.stem:<10} {size[0]}x{size[1]}  total {total:6.1f} s  "
                   + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-            export_s = next((r.metrics.get("seconds", {}) for r in result.stages if r.name == "export"), {})
-            print(f"{'':<10} export: " + "  ".join(f"{k} {v:.2f}" for k, v in export_s.items())
-                  + f";  Gaussians {next(r.metrics.get('gaussians') for r in result.stages if r.name == 'export')}")
+            export = next(r for r in result.stages if r.name == "export").metrics
+            print(f"{'':<10} export: " + "  ".join(f"{k} {v:.2f}" for k, v in export.get("seconds", {}).items())
+                  + f";  Gaussians {export.get('gaussians')}")
             print(f"{'':<10} front PSNR {quality['input_view_psnr']:.2f} dB, IoU {quality['input_view_iou']:.3f};  "
                   f"ring coverage min {quality['ring_coverage_min']:.3f} mean {quality['ring_coverage_mean']:.3f}, "
                   f"floaters {quality['ring_floaters']:.4f};  peak RSS {peak_ram:.0f} MiB"

@@ -116,11 +116,9 @@ def clean_mask(mask: np.ndarray, dist: np.ndarray, background_level: float,
     Returns:
         [H,W] bool.
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if count <= 1:
+    obj = largest_part(mask)
+    if not obj.any():
         return np.zeros_like(mask)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    obj = labels == largest
     filled = ndimage.binary_fill_holes(obj)
     holes, n_holes = ndimage.label(filled & ~obj)
     if n_holes:
@@ -132,13 +130,21 @@ def clean_mask(mask: np.ndarray, dist: np.ndarray, background_level: float,
     return filled
 
 
+def largest_part(mask: np.ndarray) -> np.ndarray:
+    """[H,W] bool: the largest 8-connected part of `mask` (all False when `mask` is empty)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(mask.shape, bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
 def largest_component(alpha: np.ndarray, margin: int = 2) -> np.ndarray:
     """Keep the largest 8-connected part of a soft matte ([H,W] float32, object where >= 0.5), with its soft
     edge up to `margin` pixels outside it; everything else becomes 0."""
-    labels, count = ndimage.label(alpha >= 0.5, structure=np.ones((3, 3), bool))
-    if count <= 1:
+    solid = alpha >= 0.5
+    largest = largest_part(solid)
+    if not (solid & ~largest).any():                 # one part (or none): nothing to drop
         return alpha
-    largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     return np.where(ndimage.binary_dilation(largest, iterations=margin), alpha, 0.0).astype(np.float32)
 
 
