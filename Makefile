@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test tools run test test-all clean
+.PHONY: install install-test tools run test faults test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ run: install
 
 test: install-test tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The slow half of the fault suite (tests/faults, marked slow): the kill -9 matrix, the bad-input corpus,
+# the 10,000-file drop, the locked store, full disks. CI runs it after `make test`.
+faults: install-test
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/faults -m slow $(PYTEST_ARGS)
 
 test-all: install-test tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -9,7 +9,7 @@ from typing import Callable
 import structlog
 
 from glimpsed.config import DaemonConfig
-from glimpsed.daemon import prepare, resolve_devices
+from glimpsed.daemon import prepare, recover_dead_local, recover_lost_jobs, resolve_devices
 from glimpsed.intake import Intake, Taken
 from glimpsed.store import Job, JobStore
 from glimpsed.worker import Worker
@@ -50,7 +50,32 @@ def submit(config: DaemonConfig, files: list[Path], pipeline_version: str,
     results = []
     for path in files:
         taken = intake.take(Path(path), from_inbox=False)
-        job = worker.loop(job_id=taken.job.id) if taken.outcome == "queued" else None
+        job = None
+        if taken.outcome == "queued":
+            job = _follow(config, store, worker, taken.job)
+        elif taken.outcome == "known" and taken.job is not None:
+            job = _follow(config, store, worker, taken.job)  # same content queued or running already
         results.append((Path(path), taken, job))
     store.close()
     return results
+
+
+def _follow(config: DaemonConfig, store: JobStore, worker: Worker, job: Job, poll: float = 0.5) -> Job:
+    """Run `job` here, or wait for whoever runs it; take it over when its owner is gone (a killed `submit`,
+    a crashed daemon), so a file is never blocked by a job nobody will finish."""
+    first = True  # the user asked for this file now: the first claim does not wait out a crash's backoff
+    while True:
+        job = store.get(job.id)
+        if job.state == "queued" and (first or job.next_attempt_at <= time.time()):
+            first = False
+            ran = worker.loop(job_id=job.id)
+            if worker.paused_reason:
+                return job  # the outbox cannot take results; the job stays queued for a daemon or a later submit
+            if ran is not None and ran.state != "queued":
+                return ran
+            continue
+        if job.state not in ("queued", "running"):
+            return job
+        recover_dead_local(config, store, "its worker is gone (crash or kill)")
+        recover_lost_jobs(config, store, store.requeue_expired(), "lease expired")
+        time.sleep(poll)

@@ -15,6 +15,7 @@ import click
 from glimpsed import __version__
 from glimpsed.config import DaemonConfig, load_config, validate
 from glimpsed.errors import GlimpsedError
+from glimpsed.names import display
 from glimpsed.store import STATES, Job, JobStore
 
 SYSTEM_CONFIG = Path("/etc/glimpsed/glimpsed.yaml")
@@ -121,7 +122,7 @@ def submit(config: DaemonConfig, files: tuple[str, ...]) -> None:
     from glimpsed.batch import submit as submit_files
     from glimpsed.logs import configure_logging
 
-    validate(config)
+    validate(config, need_inbox=False)
     configure_logging(config.logging.format, "warning")
     bar = _ProgressLine()
     failed = False
@@ -134,7 +135,9 @@ def submit(config: DaemonConfig, files: tuple[str, ...]) -> None:
             click.echo(taken.job.output_dir or "")
         else:
             failed = True
-            reason = job.error_message if job is not None else taken.message
+            reason = (job.error_message if job is not None else None) or taken.message
+            if job is not None and job.state == "queued":
+                reason = f"{reason or 'not run'}; the outbox cannot take results now, the job stays queued"
             click.echo(f"{path}: {job.state if job else taken.outcome}: {reason}", err=True)
     sys.exit(1 if failed else 0)
 
@@ -145,18 +148,21 @@ def submit(config: DaemonConfig, files: tuple[str, ...]) -> None:
 def status(config: DaemonConfig, as_json: bool) -> None:
     """Show the daemon's state, queue counts and the running jobs with their progress."""
     store = _store(config)
-    daemon, counts = store.daemon_state(), store.counts()
+    daemons, counts = store.daemons(), store.counts()
     running = store.jobs("running", limit=20)
     if as_json:
-        click.echo(json.dumps({"daemon": daemon, "counts": counts, "running": [_job_dict(j) for j in running]},
-                              indent=2))
+        click.echo(json.dumps({"daemon": daemons[0] if daemons else None, "daemons": daemons, "counts": counts,
+                               "running": [_job_dict(j) for j in running]}, indent=2))
         return
-    click.echo(f"daemon:  {_daemon_line(daemon)}")
+    live = [d for d in daemons if d["fresh"]] or daemons[:1]
+    for i, daemon in enumerate(live or [None]):
+        click.echo(f"{'daemon:' if i == 0 else '':<8} {_daemon_line(daemon)}")
     click.echo(f"inbox:   {config.path('inbox')}")
     click.echo("queue:   " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     for job in running:
         click.echo(f"  {job.id}  {job.source_name}  {job.stage or 'starting'}  {_bar(job.progress or 0.0)}"
                    f"  {job.progress_message or ''}")
+    _print_inbox(daemons)
 
 
 @main.command()
@@ -166,7 +172,8 @@ def status(config: DaemonConfig, as_json: bool) -> None:
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
 def jobs(config: DaemonConfig, as_json: bool, state: str | None, limit: int) -> None:
     """List jobs, newest first."""
-    rows = _store(config).jobs(state, limit)
+    store = _store(config)
+    rows = store.jobs(state, limit)
     if as_json:
         click.echo(json.dumps([_job_dict(j) for j in rows], indent=2))
         return
@@ -178,6 +185,8 @@ def jobs(config: DaemonConfig, as_json: bool, state: str | None, limit: int) -> 
         table.append((j.id, j.state, j.stage or "-", str(j.attempts), _age(j.created_at), j.source_name,
                       detail[:80]))
     _print_table(table)
+    if state is None:
+        _print_inbox(store.daemons())  # files in the inbox that are no job (yet), and why
 
 
 @main.command()
@@ -322,6 +331,9 @@ def _bar(fraction: float, width: int = 20) -> str:
 
 def _job_dict(job: Job) -> dict[str, Any]:
     data = dict(job.__dict__)
+    data.pop("source_raw", None)  # bytes: `source_path` is their display text
+    aside = data.pop("aside_raw", None)
+    data["aside_path"] = display(aside) if aside else None
     if data.get("result"):
         data["result"] = json.loads(data["result"])
     return data
@@ -330,14 +342,26 @@ def _job_dict(job: Job) -> dict[str, Any]:
 def _daemon_line(daemon: dict[str, Any] | None) -> str:
     if not daemon:
         return "never started with this store"
-    age = time.time() - (daemon["heartbeat_at"] or 0)
-    if daemon["state"] in ("running", "paused") and age > 30:
+    if daemon["state"] in ("running", "paused") and not daemon["fresh"]:
         return f"not running (last heartbeat {_age(daemon['heartbeat_at'])} ago from pid {daemon['pid']})"
     line = f"{daemon['state']} (pid {daemon['pid']} on {daemon['host']}, up {_age(daemon['started_at'])}"
+    line += f", workers {', '.join(daemon['workers'])}" if daemon.get("workers") else ""
     line += f", watching by {daemon['watch_mode']})" if daemon["watch_mode"] else ")"
     if daemon["message"]:
-        line += f"\n         intake paused: {daemon['message']}"
+        line += f"\n         paused: {daemon['message']}"
     return line
+
+
+def _print_inbox(daemons: list[dict[str, Any]]) -> None:
+    """What intake waits for or ignores, and why (from the running daemon's last heartbeat)."""
+    inbox = next((d["inbox"] for d in daemons if d["fresh"] and d["inbox"]), None)
+    if not inbox:
+        return
+    counts = [f"{inbox.get(k, 0)} {k}" for k in ("settling", "ready", "waiting", "ignored") if inbox.get(k)]
+    if counts:
+        click.echo("intake:  " + ", ".join(counts))
+    for entry in inbox.get("files", [])[:20]:
+        click.echo(f"  {entry['state']:<10} {entry['path']}: {entry['reason']}")
 
 
 def _age(ts: float | None) -> str:

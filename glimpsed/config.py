@@ -51,6 +51,7 @@ class WatchConfig:
     poll_interval: float = 5.0
     rescan_interval: float = 300.0
     stability_seconds: float = 5.0
+    incomplete_seconds: float = 120.0  # how long a file that looks cut off may stay unchanged before it is judged
     recursive: bool = False
     sentinel: str | None = None
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
@@ -96,6 +97,7 @@ class OutboxConfig:
     dir_mode: str = "0755"
     group: str | None = None
     after_success: Literal["archive", "keep", "delete"] = "archive"
+    sentinel: str | None = None  # a file in the outbox (on the share): results wait while it is missing
 
 
 @dataclass(frozen=True)
@@ -295,15 +297,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config annotation {hint!r} for {key}")
 
 
-def validate(config: DaemonConfig, check_filesystem: bool = True) -> None:
+def validate(config: DaemonConfig, check_filesystem: bool = True, need_inbox: bool = True) -> None:
     """Check values and, for a daemon start, the folders; raise ConfigError naming the key and the fix.
 
     With `check_filesystem` the work, archive and failed folders are created if missing
-    (they belong to the daemon); the inbox and the outbox must already exist.
+    (they belong to the daemon); the outbox, and with `need_inbox` the inbox, must already exist
+    (`submit` never reads the inbox).
     """
     _check_values(config)
     if check_filesystem:
-        _check_folders(config)
+        _check_folders(config, need_inbox)
 
 
 def _check_values(cfg: DaemonConfig) -> None:
@@ -322,6 +325,7 @@ def _check_values(cfg: DaemonConfig) -> None:
             raise ConfigError(key, f"must be greater than 0, got {value}")
     for key, value in {
         "watch.stability_seconds": cfg.watch.stability_seconds,
+        "watch.incomplete_seconds": cfg.watch.incomplete_seconds,
         "jobs.retry_backoff_seconds": cfg.jobs.retry_backoff_seconds,
     }.items():
         if value < 0:
@@ -329,8 +333,9 @@ def _check_values(cfg: DaemonConfig) -> None:
     for ext in cfg.watch.extensions:
         if not ext.startswith("."):
             raise ConfigError("watch.extensions", f"each extension must start with a dot, got {ext!r}")
-    if cfg.watch.sentinel and ("/" in cfg.watch.sentinel or cfg.watch.sentinel in (".", "..")):
-        raise ConfigError("watch.sentinel", f"must be a file name inside the inbox, got {cfg.watch.sentinel!r}")
+    for key, sentinel in (("watch.sentinel", cfg.watch.sentinel), ("outbox.sentinel", cfg.outbox.sentinel)):
+        if sentinel and ("/" in sentinel or sentinel in (".", "..")):
+            raise ConfigError(key, f"must be a file name inside the folder, got {sentinel!r}")
     for key in ("file_mode", "dir_mode"):
         file_mode(getattr(cfg.outbox, key), f"outbox.{key}")
     if cfg.outbox.group is not None:
@@ -360,11 +365,11 @@ def file_mode(text: str, key: str = "outbox.file_mode") -> int:
     return mode
 
 
-def _check_folders(cfg: DaemonConfig) -> None:
+def _check_folders(cfg: DaemonConfig, need_inbox: bool) -> None:
     from glimpsed.fsinfo import is_network_fs
 
     inbox = cfg.path("inbox")
-    if not inbox.is_dir():
+    if need_inbox and not inbox.is_dir():
         raise ConfigError("paths.inbox", f"{inbox} does not exist or is not a folder; create it (mkdir -p {inbox})"
                           " or mount the share, or point paths.inbox elsewhere")
     outbox = cfg.path("outbox")

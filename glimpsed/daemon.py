@@ -20,11 +20,12 @@ from typing import Any
 import structlog
 
 from glimpsed.config import DaemonConfig
+from glimpsed.errors import JobNotFound
 from glimpsed.intake import Intake
 from glimpsed.logs import configure_logging
 from glimpsed.notify import notify, watchdog_interval
-from glimpsed.outbox import clean_staging
-from glimpsed.store import JobStore
+from glimpsed.outbox import check_outbox, clean_staging
+from glimpsed.store import Job, JobStore
 
 log = structlog.get_logger(__name__)
 
@@ -52,22 +53,61 @@ def resolve_devices(requested: tuple[str, ...]) -> list[str]:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while a process of this host runs; a zombie (dead, not yet reaped by its parent) is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]  # the name in parentheses may hold spaces
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the signal test is all there is
+    return state not in (b"Z", b"X")
+
+
+def recover_lost_jobs(config: DaemonConfig, store: JobStore, jobs: list[Job], why: str) -> None:
+    """Log the jobs that dead workers left behind; the ones out of attempts go to failed/ with error.json."""
+    from glimpsed.worker import set_aside
+
+    for job in jobs:
+        if job.state == "failed":
+            log.error("job_failed", job_id=job.id, error=f"{job.error_type}: {job.error_message}")
+            set_aside(config, store, job, job.error_type or "WorkerLost", job.error_message or why, job.stage,
+                      time.time())
+        else:
+            log.warning("job_requeued", job_id=job.id, reason=why, attempts=job.attempts)
+
+
+def recover_dead_local(config: DaemonConfig, store: JobStore, why: str) -> None:
+    """Requeue (or fail, when out of attempts) the jobs of this host's dead workers."""
+    jobs = store.recover_dead_local(socket.gethostname(), pid_alive, backoff=config.jobs.retry_backoff_seconds)
+    recover_lost_jobs(config, store, jobs, why)
+
+
+def staging_in_use(store: JobStore, job_id: str) -> bool:
+    """True while a job runs under a worker that may still publish into its staging folder."""
+    try:
+        job = store.get(job_id)
+    except JobNotFound:
+        return False
+    if job.state != "running" or not job.lease_owner:
+        return False
+    host, _, pid = job.lease_owner.rpartition(":")
+    if host == socket.gethostname():
+        return pid.isdigit() and pid_alive(int(pid))
+    return (job.lease_expires_at or 0) > time.time()
 
 
 def prepare(config: DaemonConfig) -> JobStore:
-    """Open the store and clean up after a crash: staging folders, jobs of dead local workers."""
+    """Open the store and clean up after a crash: jobs of dead local workers, then their staging folders
+    (a staging folder of a job that runs elsewhere — another instance, a `submit` — is left alone)."""
     store = JobStore(config.path("db"))
-    for path in clean_staging(config.path("outbox")):
+    recover_dead_local(config, store, "its worker is gone (crash or kill)")
+    for path in clean_staging(config.path("outbox"), lambda job_id: staging_in_use(store, job_id)):
         log.info("staging_removed", path=str(path))
-    for job_id in store.recover_dead_local(socket.gethostname(), pid_alive):
-        log.info("job_requeued", job_id=job_id, reason="its worker is gone (crash or kill)")
     return store
 
 
@@ -88,7 +128,13 @@ def worker_main(config: DaemonConfig, device: str, parent_pid: int) -> None:
     worker = Worker(config, store, device=device, stop=local_stop, parent_pid=parent_pid)
     log.info("worker_started", device=device)
     while not local_stop.is_set() and os.getppid() == parent_pid:
-        if worker.loop() is None:
+        try:
+            ran = worker.loop()
+        except Exception:  # noqa: BLE001 - e.g. the store locked past busy_timeout: the lease recovers the job
+            log.exception("worker_step_failed")
+            ran = None
+            local_stop.wait(WORKER_IDLE_SECONDS * 10)
+        if ran is None:
             local_stop.wait(WORKER_IDLE_SECONDS)
     store.close()
     log.info("worker_stopped", device=device)
@@ -164,8 +210,9 @@ class Daemon:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             if not intake.watcher_alive():
                 self._start_watcher()  # the share came back, or the observer died: rescans cover the gap
-            for job_id in self.store.requeue_expired():
-                log.warning("job_requeued", job_id=job_id, reason="lease expired")
+            recover_lost_jobs(self.config, self.store,
+                              self.store.requeue_expired(backoff=self.config.jobs.retry_backoff_seconds),
+                              "lease expired")
             self._supervise()
             self._heartbeat("paused" if intake.paused_reason else "running")
         if self._watchdog and now >= self._next_watchdog and self._healthy():
@@ -188,8 +235,7 @@ class Daemon:
                     slot.process.kill()
                 if self._watchdog:
                     notify("WATCHDOG=1")  # still making progress towards a clean stop
-        for job_id in self.store.recover_dead_local(socket.gethostname(), pid_alive):
-            log.info("job_requeued", job_id=job_id, reason="its worker was stopped at once")
+        recover_dead_local(self.config, self.store, "its worker was stopped at once")
         self._heartbeat("stopped")
         log.info("daemon_stopped", **{k: v for k, v in self.store.counts().items() if k in ("queued", "running")})
         self.store.close()
@@ -222,8 +268,7 @@ class Daemon:
                 if time.monotonic() - slot.started_at < RESTART_BACKOFF:
                     continue
                 log.error("worker_died", device=slot.device, exitcode=slot.process.exitcode, restarts=slot.restarts)
-                for job_id in self.store.recover_dead_local(socket.gethostname(), pid_alive):
-                    log.info("job_requeued", job_id=job_id, reason="its worker died")
+                recover_dead_local(self.config, self.store, "its worker died")
                 slot.restarts += 1
                 self._start_worker(slot)
                 continue
@@ -250,9 +295,14 @@ class Daemon:
 
     def _heartbeat(self, state: str) -> None:
         counts = self.store.counts()
-        message = self.intake.paused_reason if self.intake else ""
+        outbox_ok, outbox_reason = check_outbox(self.config.path("outbox"), self.config.outbox.sentinel)
+        reasons = [r for r in (self.intake.paused_reason if self.intake else "",
+                               "" if outbox_ok else f"results wait: {outbox_reason}") if r]
+        message = "; ".join(reasons)
         mode = self.intake.watcher.mode if self.intake and self.intake.watcher else ""
-        self.store.set_daemon_state(state, message=message, watch_mode=mode, started_at=self.started_at)
+        self.store.set_daemon_state(state, message=message, watch_mode=mode, started_at=self.started_at,
+                                    workers=[s.device for s in self.slots],
+                                    inbox=self.intake.summary() if self.intake else {})
         summary = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, " \
                   f"{counts['failed']} failed"
         notify(f"STATUS={'intake paused: ' + message + '; ' if message else ''}{summary}")

@@ -44,8 +44,23 @@ class RejectedFile(GlimpsedError):
         super().__init__(f"{path}: {reason}. {hint}")
 
 
+class IncompleteFile(RejectedFile):
+    """The file looks cut off — empty, truncated, zero-filled where data should be — so it may still be
+    arriving (a slow, stalled or preallocating writer). Intake judges it only after it has stayed
+    unchanged for `watch.incomplete_seconds`."""
+
+
 class PublishError(GlimpsedError):
     """The outbox could not receive a result."""
+
+
+class OutboxUnavailable(PublishError):
+    """The outbox is gone, unmounted (its sentinel is missing), full or unreachable: a fault of the machine,
+    not of the job. Jobs wait for it without spending attempts; `reason` says what to fix."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class JobTimeout(GlimpsedError):

@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from glimpsed.errors import RejectedFile
+from glimpsed.errors import IncompleteFile, RejectedFile
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +57,10 @@ _MAGIC: Final[tuple[tuple[bytes, str], ...]] = (
     (b"RIFF", "a RIFF file (WebP with a damaged header, or audio/video)"),
 )
 _SRGB: Final = ImageCms.createProfile("sRGB")
+# Leading bytes of the accepted formats: such a file that does not open is cut off, not of another type.
+_IMAGE_MAGIC: Final[tuple[bytes, ...]] = (b"\xff\xd8", b"\x89PNG", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
+_INCOMPLETE_HINT: Final[str] = ("If it was still being copied it is taken once complete; otherwise re-copy or"
+                                " re-export it and open it in an image viewer to check")
 
 
 class FileChanged(RejectedFile):
@@ -115,6 +119,18 @@ def _reject(src: Path, reason: str, hint: str) -> RejectedFile:
     return RejectedFile(str(src), reason, hint)
 
 
+def _incomplete(src: Path, reason: str) -> IncompleteFile:
+    return IncompleteFile(str(src), reason, _INCOMPLETE_HINT)
+
+
+def _may_be_arriving(data: bytes) -> bool:
+    """True when bytes that Pillow cannot identify could be the start of a photo still being written:
+    zeros where a preallocating writer has not written yet, or an accepted format's header cut short."""
+    if data[4:8] == b"ftyp" or data.startswith((b"%PDF", b"PK\x03\x04", b"GIF8", b"8BPS", b"\x1f\x8b")):
+        return False  # HEIC, MP4, PDF, ZIP, GIF, PSD, gzip: whole or not, never a photo we take
+    return data[:1] == b"\x00" or data[-64:] == bytes(len(data[-64:])) or data.startswith(_IMAGE_MAGIC)
+
+
 def _changed(src: Path, reason: str) -> FileChanged:
     return FileChanged(str(src), reason, "It is probably still being copied; it is tried again once it stops changing")
 
@@ -131,7 +147,7 @@ def _read_once(src: Path, limits: IngestLimits) -> tuple[bytes, os.stat_result]:
     if not stat.S_ISREG(before.st_mode):
         raise _reject(src, "not a regular file", "Put only image files into the inbox")
     if before.st_size == 0:
-        raise _reject(src, "the file is empty", "The copy probably failed; copy the photo again")
+        raise _incomplete(src, "the file is empty")
     if before.st_size > limits.max_bytes:
         raise _reject(
             src,
@@ -187,7 +203,11 @@ def _open(src: Path, data: bytes, limits: IngestLimits) -> Image.Image:
         raise _reject(src, f"the image has too many pixels ({exc})", _PIXELS_HINT) from exc
     except UnidentifiedImageError as exc:
         reason = f"not an image Pillow can read ({_looks_like(data)})"
+        if _may_be_arriving(data):
+            raise _incomplete(src, reason) from exc
         raise _reject(src, reason, f"Save or export it as {_ACCEPTED}") from exc
+    except Exception as exc:  # a header cut short: OSError ("Truncated File Read"), SyntaxError, struct.error...
+        raise _incomplete(src, f"the image header is truncated or corrupt: {exc}") from exc
     width, height = im.size
     if width * height > limits.max_pixels:
         raise _reject(
@@ -303,8 +323,7 @@ def ingest(src: Path, dest_dir: Path, limits: IngestLimits = IngestLimits()) -> 
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, zlib.error...
-        hint = "Re-export or re-copy it; open it in an image viewer to check"
-        raise _reject(src, f"the image is truncated or corrupt: {exc}", hint) from exc
+        raise _incomplete(src, f"the image is truncated or corrupt: {exc}") from exc
     try:
         out = _normalise(im)
     except (ValueError, OSError) as exc:

@@ -7,19 +7,22 @@ archived, kept or deleted only after that rename.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import structlog
 
 from glimpsed import __version__
 from glimpsed.config import OutboxConfig, file_mode
-from glimpsed.errors import PublishError
+from glimpsed.errors import OutboxUnavailable, PublishError
+from glimpsed.names import fit_name, fit_stem
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,36 @@ OUTPUT_NAMES = {
 }
 
 
+# errno values that say "the outbox's filesystem is away or full", not "this job's files are wrong".
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTCONN, errno.ESTALE, errno.EIO,
+                                errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN,
+                                errno.ENETUNREACH, errno.ECONNRESET, errno.ECONNABORTED, errno.ENODEV})
+
+
+class OutboxState(NamedTuple):
+    """Whether results can be published now (``ok``) and, either way, why (``reason``)."""
+
+    ok: bool
+    reason: str
+
+
+def check_outbox(outbox: Path, sentinel: str | None) -> OutboxState:
+    """Say whether the outbox can take results. It is never created here: a missing outbox on a NAS is
+    an unmounted share, and publishing into the bare mount point would hide the results."""
+    try:
+        if not outbox.is_dir():
+            return OutboxState(False, f"outbox {outbox} does not exist — is the share mounted? Results wait until"
+                                      f" it is back (mkdir -p {outbox} if it was removed on purpose)")
+        if sentinel is not None and not os.path.lexists(outbox / sentinel):
+            return OutboxState(False, f"outbox sentinel {outbox / sentinel} missing — the share looks unmounted;"
+                                      " results wait until it is back")
+        if not os.access(outbox, os.W_OK | os.X_OK):
+            return OutboxState(False, f"outbox {outbox} is not writable by the daemon's user — check its permissions")
+    except OSError as exc:
+        return OutboxState(False, f"outbox {outbox} cannot be reached: {exc}")
+    return OutboxState(True, f"outbox {outbox} is ready")
+
+
 def publish(*, outbox: Path, rel_dir: str, name: str, job_id: str, outputs: dict[str, Path],
             manifest: dict[str, Any], config: OutboxConfig, target: Path | None = None) -> Path:
     """Copy `outputs` into the outbox atomically and return the published folder.
@@ -51,11 +84,16 @@ def publish(*, outbox: Path, rel_dir: str, name: str, job_id: str, outputs: dict
         target: a folder already chosen for this job by an earlier, interrupted publish.
 
     Raises:
-        PublishError: the outbox could not be written.
+        OutboxUnavailable: the outbox is missing, its sentinel is gone, it is full or unreachable.
+        PublishError: the outbox could not be written for another reason.
     """
     parent = outbox / rel_dir
     staging = outbox / f"{STAGING_PREFIX}{job_id}"
+    name = fit_stem(name)
     fmode, dmode = file_mode(config.file_mode), file_mode(config.dir_mode, "outbox.dir_mode")
+    state = check_outbox(outbox, config.sentinel)
+    if not state.ok:
+        raise OutboxUnavailable(state.reason)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         if staging.exists():
@@ -76,13 +114,16 @@ def publish(*, outbox: Path, rel_dir: str, name: str, job_id: str, outputs: dict
         _fsync_dir(parent)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in UNAVAILABLE_ERRNOS:
+            raise OutboxUnavailable(f"outbox {outbox} cannot take results: {exc.strerror} ({exc.filename}); free"
+                                    " space or bring the share back — the job waits") from exc
         raise PublishError(f"cannot publish job {job_id} into {parent}: {exc}") from exc
     return final
 
 
 def reserve_target(outbox: Path, rel_dir: str, name: str) -> Path:
     """The folder a publish would use now (recorded in the store before renaming)."""
-    return _free_name(outbox / rel_dir, name)
+    return _free_name(outbox / rel_dir, fit_stem(name))
 
 
 def already_published(folder: Path, job_id: str) -> bool:
@@ -93,10 +134,17 @@ def already_published(folder: Path, job_id: str) -> bool:
         return False
 
 
-def clean_staging(outbox: Path) -> list[Path]:
-    """Remove staging folders left by a crash; nobody reads them and they are never renamed later."""
+def clean_staging(outbox: Path, in_use: Callable[[str], bool]) -> list[Path]:
+    """Remove staging folders left by a crash. A staging folder belongs to its job: one whose job is still
+    running under a live worker (`in_use(job_id)`, e.g. of another instance or a `submit`) is left alone."""
     removed = []
-    for path in outbox.glob(f"{STAGING_PREFIX}*"):
+    try:
+        found = list(outbox.glob(f"{STAGING_PREFIX}*"))
+    except OSError:
+        return removed
+    for path in found:
+        if in_use(path.name[len(STAGING_PREFIX):]):
+            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -124,20 +172,32 @@ def dispose_original(source: Path, policy: str, archive_root: Path, rel_dir: str
     return f"archived to {dest}"
 
 
-def move_aside(source: Path, folder: Path) -> Path:
-    """Move `source` into `folder` without overwriting anything there; works across filesystems."""
+ERROR_SUFFIX = ".error.json"
+
+
+def move_aside(source: Path, folder: Path, reserve: int = 0) -> Path:
+    """Move `source` into `folder` without overwriting anything there; works across filesystems.
+
+    The name is kept byte for byte when it fits `NAME_MAX` with `reserve` bytes to spare (for
+    `.error.json`) and a `-N` for a taken name; a longer one is shortened (see :func:`fit_name`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    dest = _free_name(folder, source.stem, source.suffix)
+    name = Path(fit_name(source.name, reserve + 6))
+    dest = _free_name(folder, name.stem, name.suffix)
     shutil.move(str(source), dest)
     return dest
 
 
 def set_aside_failed(source: Path, folder: Path, payload: dict[str, Any]) -> Path:
     """Move a failed original into `folder` beside `<name>.error.json` (what went wrong, what to do)."""
-    dest = move_aside(source, folder)
-    _write_synced(dest.with_name(dest.name + ".error.json"), json.dumps(payload, indent=2, sort_keys=True).encode(),
-                  0o644, None)
+    dest = move_aside(source, folder, reserve=len(ERROR_SUFFIX))
+    _write_synced(error_file(dest), json.dumps(payload, indent=2, sort_keys=True).encode(), 0o644, None)
     return dest
+
+
+def error_file(aside: Path) -> Path:
+    """The `<name>.error.json` beside an original in `failed/`."""
+    return aside.with_name(aside.name + ERROR_SUFFIX)
 
 
 def iso_utc(ts: float | None) -> str | None:
@@ -148,7 +208,7 @@ def iso_utc(ts: float | None) -> str | None:
 def _free_name(parent: Path, stem: str, suffix: str = "") -> Path:
     candidate = parent / f"{stem}{suffix}"
     n = 2
-    while candidate.exists():
+    while os.path.lexists(candidate):
         candidate = parent / f"{stem}-{n}{suffix}"
         n += 1
     return candidate
@@ -169,7 +229,7 @@ def _copy_synced(src: Path, dest: Path, mode: int, group: str | None) -> dict[st
 
 
 def _write_synced(dest: Path, data: bytes, mode: int, group: str | None) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp = dest.with_name(f".tmp-{uuid.uuid4().hex[:12]}")  # short: `dest`'s own name may be NAME_MAX long
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -22,10 +22,15 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from glimpsed.errors import InvalidTransition, JobNotFound, StoreError
+from glimpsed.names import display, from_raw, raw
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("queued", "running")
-BUSY_TIMEOUT_MS = 30_000
+# How long a write waits for another connection's lock (a backup, `sqlite3` in a shell, a long
+# transaction of another instance). Above 30 s, as a user's lock of that length is a known case;
+# below the unit's WatchdogSec (120 s), so a store held for longer still restarts a stuck daemon.
+BUSY_TIMEOUT_MS = 90_000
+HEARTBEAT_FRESH_SECONDS = 30.0  # a daemon whose heartbeat is older than this is not running
 
 migrations = Migrations("glimpsed")
 
@@ -102,6 +107,32 @@ def m001_jobs_and_events(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_raw_names_instances_inbox(db: sqlite_utils.Database) -> None:
+    """Names as bytes (non-UTF-8 names on SMB shares), one heartbeat row per daemon instance, and what
+    intake is waiting for or ignoring in the inbox (so `status` can say it)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN source_raw BLOB")
+    db.execute("ALTER TABLE jobs ADD COLUMN aside_raw BLOB")
+    db.execute("CREATE INDEX jobs_source_raw ON jobs (source_raw, state)")
+    db.execute(
+        """
+        CREATE TABLE daemons (
+            owner TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            message TEXT,
+            watch_mode TEXT,
+            workers TEXT,
+            inbox TEXT,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("DROP TABLE daemon")
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of `jobs`. Times are Unix seconds."""
@@ -138,10 +169,22 @@ class Job:
     workdir: str | None
     output_dir: str | None
     result: str | None
+    source_raw: bytes | None = None
+    aside_raw: bytes | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls(**{f.name: row.get(f.name) for f in fields(cls)})
+
+    @property
+    def source_file(self) -> Path:
+        """The original's path with its exact bytes (`source_path` is only its display text)."""
+        return from_raw(self.source_raw) if self.source_raw else Path(self.source_path)
+
+    @property
+    def aside_file(self) -> Path | None:
+        """Where the original was moved when the job failed (in `failed/`), if it was."""
+        return from_raw(self.aside_raw) if self.aside_raw else None
 
     @property
     def tag_list(self) -> list[str]:
@@ -208,8 +251,9 @@ class JobStore:
         now = time.time() if now is None else now
         job_id = job_id or new_job_id()
         key = f"{sha256}:{pipeline_version}" if dedupe and sha256 else None
-        row = dict(id=job_id, source_path=source_path, source_name=source_name, rel_dir=rel_dir,
-                   tags=json.dumps(tags or []), sha256=sha256, bytes=size, src_size=src_size,
+        row = dict(id=job_id, source_path=display(source_path), source_raw=raw(source_path),
+                   source_name=display(source_name), rel_dir=display(rel_dir),
+                   tags=json.dumps([display(t) for t in tags or []]), sha256=sha256, bytes=size, src_size=src_size,
                    src_mtime_ns=src_mtime_ns, pipeline_version=pipeline_version, config_hash=config_hash,
                    dedupe_key=key, state="queued", max_attempts=max_attempts, created_at=now, updated_at=now,
                    workdir=workdir)
@@ -221,7 +265,7 @@ class JobStore:
                 elif existing is not None:
                     raise DuplicateJob(existing)
             self.db["jobs"].insert(row)
-            self._event(job_id, "job_queued", None, f"queued {source_name}", {"sha256": sha256}, now)
+            self._event(job_id, "job_queued", None, f"queued {display(source_name)}", {"sha256": sha256}, now)
         return self.get(job_id)
 
     def record_outcome_without_run(self, *, state: str, source_path: str, source_name: str, rel_dir: str,
@@ -237,15 +281,17 @@ class JobStore:
         job_id = new_job_id()
         with self._write():
             self.db["jobs"].insert(dict(
-                id=job_id, source_path=source_path, source_name=source_name, rel_dir=rel_dir, sha256=sha256,
+                id=job_id, source_path=display(source_path), source_raw=raw(source_path),
+                source_name=display(source_name), rel_dir=display(rel_dir), sha256=sha256,
                 bytes=size, src_size=src_size, src_mtime_ns=src_mtime_ns, pipeline_version=pipeline_version,
                 config_hash=config_hash, state=state,
                 max_attempts=0, created_at=now, updated_at=now, finished_at=now, error_type=error_type,
                 error_message=error_message, duplicate_of=duplicate_of, output_dir=output_dir))
             if state == "skipped":
-                self._event(job_id, "duplicate_skipped", None, f"{source_name} is a duplicate of job {duplicate_of}",
+                name = display(source_name)
+                self._event(job_id, "duplicate_skipped", None, f"{name} is a duplicate of job {duplicate_of}",
                             {"duplicate_of": duplicate_of}, now)
-                self._event(duplicate_of, "duplicate_skipped", None, f"{source_name} (job {job_id}) had the same"
+                self._event(duplicate_of, "duplicate_skipped", None, f"{name} (job {job_id}) had the same"
                             " content and was not recomputed", {"job_id": job_id}, now)
             else:
                 self._event(job_id, "file_rejected", None, error_message, {"error_type": error_type}, now)
@@ -300,6 +346,7 @@ class JobStore:
              stage: str | None = None, now: float | None = None) -> Job:
         """Record an error: requeue for `retry_at`, or mark the job failed when it is None."""
         now = time.time() if now is None else now
+        message = display(message)
         if retry_at is None:
             self._transition(job_id, owner, "failed", now, error_type=error_type, error_message=message)
             self.add_event(job_id, "job_failed", stage, f"{error_type}: {message}", now=now)
@@ -310,11 +357,14 @@ class JobStore:
                            f" {retry_at - now:.0f} s", now=now)
         return self.get(job_id)
 
-    def release(self, job_id: str, owner: str, reason: str, now: float | None = None) -> None:
-        """Put a running job back in the queue without spending an attempt (shutdown, lost worker)."""
+    def release(self, job_id: str, owner: str, reason: str, retry_at: float | None = None,
+                event: str = "job_interrupted", now: float | None = None) -> None:
+        """Put a running job back in the queue without spending an attempt: a shutdown, or a fault of the
+        machine rather than the job (outbox unreachable, a disk full); `retry_at` delays the next claim."""
         now = time.time() if now is None else now
-        self._transition(job_id, owner, "queued", now, finished_at=None, attempts_delta=-1)
-        self.add_event(job_id, "job_interrupted", None, reason, now=now)
+        self._transition(job_id, owner, "queued", now, finished_at=None, attempts_delta=-1,
+                         next_attempt_at=retry_at or 0)
+        self.add_event(job_id, event, None, reason, now=now)
 
     def mark_cancelled(self, job_id: str, owner: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -368,28 +418,35 @@ class JobStore:
 
     # -- recovery -----------------------------------------------------------------------
 
-    def requeue_expired(self, now: float | None = None) -> list[str]:
-        """Requeue running jobs whose lease expired (their worker died); fail those out of attempts."""
+    def requeue_expired(self, backoff: float = 0.0, now: float | None = None) -> list[Job]:
+        """Requeue running jobs whose lease expired (their worker died); fail those out of attempts.
+
+        Returns the jobs recovered, in their new state: a `failed` one still has its original where it was,
+        and the caller sets it aside. `backoff` delays the next claim, so a photo that kills its worker
+        does not do so in a tight loop."""
         now = time.time() if now is None else now
         rows = self.db.execute("SELECT id, lease_owner, attempts, max_attempts FROM jobs WHERE state = 'running'"
                                " AND lease_expires_at < ?", [now]).fetchall()
-        return [job_id for job_id, owner, attempts, max_attempts in rows
-                if self._recover(job_id, owner, attempts, max_attempts, "lease expired", now)]
+        return [job for job_id, owner, attempts, max_attempts in rows
+                if (job := self._recover(job_id, owner, attempts, max_attempts, "lease expired", backoff, now))]
 
-    def recover_dead_local(self, host: str, is_alive: Any, now: float | None = None) -> list[str]:
-        """Requeue running jobs leased by processes of this host that no longer exist (after a crash)."""
+    def recover_dead_local(self, host: str, is_alive: Any, backoff: float = 0.0,
+                           now: float | None = None) -> list[Job]:
+        """Requeue (or fail, see :meth:`requeue_expired`) running jobs leased by processes of this host
+        that no longer exist: a crash, `kill -9`, the OOM killer."""
         now = time.time() if now is None else now
         rows = self.db.execute("SELECT id, lease_owner, attempts, max_attempts FROM jobs WHERE state = 'running'"
                                " AND lease_owner LIKE ?", [f"{host}:%"]).fetchall()
         recovered = []
         for job_id, owner, attempts, max_attempts in rows:
             pid = int(owner.rsplit(":", 1)[1])
-            if not is_alive(pid) and self._recover(job_id, owner, attempts, max_attempts,
-                                                    f"worker {owner} is gone", now):
-                recovered.append(job_id)
+            if not is_alive(pid) and (job := self._recover(job_id, owner, attempts, max_attempts,
+                                                           f"worker {owner} is gone", backoff, now)):
+                recovered.append(job)
         return recovered
 
-    def _recover(self, job_id: str, owner: str, attempts: int, max_attempts: int, why: str, now: float) -> bool:
+    def _recover(self, job_id: str, owner: str, attempts: int, max_attempts: int, why: str, backoff: float,
+                 now: float) -> Job | None:
         if attempts >= max_attempts:
             message = f"{why} during attempt {attempts} of {max_attempts} (the worker crashed each time)"
             cur = self.db.execute("UPDATE jobs SET state = 'failed', error_type = 'WorkerLost', error_message = ?,"
@@ -397,14 +454,16 @@ class JobStore:
                                   " lease_owner = ? AND state = 'running'", [message, now, now, job_id, owner])
             event = "job_failed"
         else:
-            message = f"{why}; requeued"
+            delay = backoff * 2 ** max(attempts - 1, 0)
+            message = f"{why}; requeued" + (f", next attempt in {delay:.0f} s" if delay else "")
             cur = self.db.execute("UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,"
-                                  " updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
-                                  [now, job_id, owner])
+                                  " next_attempt_at = ?, updated_at = ? WHERE id = ? AND lease_owner = ? AND"
+                                  " state = 'running'", [now + delay, now, job_id, owner])
             event = "job_requeued"
-        if cur.rowcount == 1:
-            self.add_event(job_id, event, None, message, now=now)
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return None
+        self.add_event(job_id, event, None, message, now=now)
+        return self.get(job_id)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -431,14 +490,24 @@ class JobStore:
             counts[state] = n
         return counts
 
-    def is_known_file(self, source_path: str, size: int, mtime_ns: int) -> bool:
-        """True when an inbox file must not become a new job: it is queued or running, or this very
-        version of it (same size and mtime) was already done or skipped (`after_success: keep`)."""
-        row = self.db.execute(
-            "SELECT 1 FROM jobs WHERE source_path = ? AND (state IN ('queued','running') OR (state IN"
-            " ('done','skipped') AND src_size = ? AND src_mtime_ns = ?)) LIMIT 1",
-            [source_path, size, mtime_ns]).fetchone()
-        return row is not None
+    def known_job_for_file(self, source_path: str | os.PathLike[str], size: int, mtime_ns: int) -> Job | None:
+        """The job that makes an inbox file no new work: one queued or running for it, or one that already
+        ended this very version of it (same size and mtime: done, skipped, or failed with the original left
+        in the inbox because it could not be moved); None when the file is new work."""
+        return self._one(
+            "SELECT * FROM jobs WHERE (source_raw = ? OR (source_raw IS NULL AND source_path = ?)) AND"
+            " (state IN ('queued','running') OR (src_size = ? AND src_mtime_ns = ? AND (state IN ('done','skipped')"
+            " OR aside_raw IS NULL)))"
+            " ORDER BY state IN ('queued','running') DESC, created_at DESC LIMIT 1",
+            [raw(source_path), display(source_path), size, mtime_ns])
+
+    def is_known_file(self, source_path: str | os.PathLike[str], size: int, mtime_ns: int) -> bool:
+        """True when an inbox file must not become a new job (see :meth:`known_job_for_file`)."""
+        return self.known_job_for_file(source_path, size, mtime_ns) is not None
+
+    def set_aside_path(self, job_id: str, path: Path | None) -> None:
+        """Remember where a failed job's original went (`failed/`), so a successful retry can clear it."""
+        self.db.execute("UPDATE jobs SET aside_raw = ? WHERE id = ?", [raw(path) if path else None, job_id])
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self.db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
@@ -453,6 +522,7 @@ class JobStore:
 
     def _event(self, job_id: str | None, event: str, stage: str | None, message: str | None,
                data: dict[str, Any] | None, now: float) -> None:
+        message = None if message is None else display(message)  # paths in messages may hold non-UTF-8 bytes
         self.db["events"].insert(dict(job_id=job_id, at=now, event=event, stage=stage, message=message,
                                       data=json.dumps(data) if data else None))
 
@@ -463,13 +533,29 @@ class JobStore:
     # -- the daemon's heartbeat ----------------------------------------------------------
 
     def set_daemon_state(self, state: str, message: str = "", watch_mode: str = "", started_at: float | None = None,
+                         workers: list[str] | None = None, inbox: dict[str, Any] | None = None,
                          now: float | None = None) -> None:
+        """This daemon instance's heartbeat (one row per host:pid, so instances sharing a store all show)."""
         now = time.time() if now is None else now
-        self.db["daemon"].upsert(dict(id=1, pid=os.getpid(), host=socket.gethostname(), state=state, message=message,
-                                      watch_mode=watch_mode, started_at=started_at or now, heartbeat_at=now), pk="id")
+        self.db.execute("DELETE FROM daemons WHERE heartbeat_at < ?", [now - 7 * 86400])  # long-gone instances
+        self.db["daemons"].upsert(dict(
+            owner=owner_id(), host=socket.gethostname(), pid=os.getpid(), state=state, message=message,
+            watch_mode=watch_mode, workers=json.dumps(workers or []), inbox=json.dumps(inbox or {}),
+            started_at=started_at or now, heartbeat_at=now), pk="owner")
+
+    def daemons(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every instance's last heartbeat, newest first; `fresh` says whether it is running now."""
+        now = time.time() if now is None else now
+        rows = list(self.db.query("SELECT * FROM daemons ORDER BY heartbeat_at DESC"))
+        for row in rows:
+            row["workers"] = json.loads(row["workers"] or "[]")
+            row["inbox"] = json.loads(row["inbox"] or "{}")
+            row["fresh"] = row["state"] in ("running", "paused") and now - row["heartbeat_at"] <= HEARTBEAT_FRESH_SECONDS
+        return rows
 
     def daemon_state(self) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM daemon WHERE id = 1"))
+        """The most recent instance's heartbeat row, or None when no daemon ever ran on this store."""
+        rows = self.daemons()
         return rows[0] if rows else None
 
 

@@ -152,6 +152,7 @@ class IgnoreRules:
 class _Seen:
     signature: tuple[int, int]  # (st_size, st_mtime_ns)
     since: float  # clock() when this signature was first seen
+    not_before: float = 0.0  # clock() before which the file is not reported (a deferred look), unless it changes
 
 
 class StabilityTracker:
@@ -205,8 +206,12 @@ class StabilityTracker:
             return None
         return st.st_size, st.st_mtime_ns
 
-    def track(self, path: str | os.PathLike[str]) -> None:
-        """Record a path, or restart its clock if its size or mtime changed."""
+    def track(self, path: str | os.PathLike[str], not_before: float | None = None) -> None:
+        """Record a path, or restart its clock if its size or mtime changed.
+
+        With `not_before` (a time of the tracker's clock) an unchanged file is reported no earlier than
+        then: intake looks again later at a file that seemed cut off. A change clears it.
+        """
         path = Path(path).absolute()
         signature = self._signature(path)
         now = self._clock()
@@ -216,7 +221,9 @@ class StabilityTracker:
                 return
             seen = self._seen.get(path)
             if seen is None or seen.signature != signature:
-                self._seen[path] = _Seen(signature, now)
+                self._seen[path] = _Seen(signature, now, not_before or 0.0)
+            elif not_before is not None:
+                seen.not_before = not_before
 
     def forget(self, path: str | os.PathLike[str]) -> None:
         """Stop tracking a path (no error when it is not tracked)."""
@@ -238,7 +245,7 @@ class StabilityTracker:
         """Return the files that became stable (absolute paths), oldest first, and stop tracking them."""
         now = self._clock()
         with self._lock:
-            due = [(p, s) for p, s in self._seen.items() if now - s.since >= self._seconds]
+            due = [(p, s) for p, s in self._seen.items() if now - s.since >= self._seconds and now >= s.not_before]
         stable: list[Path] = []
         for path, seen in due:
             signature = self._signature(path)
@@ -256,14 +263,27 @@ class StabilityTracker:
         return stable
 
 
-def scan_folder(root: Path, rules: IgnoreRules, recursive: bool) -> Iterator[Path]:
+IgnoredFn = Callable[[Path, str], None]
+
+
+def _report(on_ignored: IgnoredFn | None, path: Path, reason: str) -> None:
+    """Pass an ignored entry on, unless it is meant to be invisible (hidden files, the sentinel)."""
+    if on_ignored is not None and not reason.startswith(("hidden file", "the inbox mount sentinel")):
+        on_ignored(path, reason)
+
+
+def scan_folder(root: Path, rules: IgnoreRules, recursive: bool,
+                on_ignored: IgnoredFn | None = None) -> Iterator[Path]:
     """Yield the candidate files under ``root``, sorted per directory.
 
     Regular files only. Symlinks (to files or directories) are skipped: an inbox
     on a share is writable by many, and a link would let a dropper make the
     daemon read any file its own user can see; it also rules out directory loops.
     Ignored directories are pruned. Entries that vanish or cannot be read
-    mid-scan are logged and skipped, never raised.
+    mid-scan are logged and skipped, never raised. ``on_ignored(path, reason)``
+    hears of each entry a user may have meant as input and that is skipped (a
+    link, a FIFO, a folder while not recursive, a GIF, a temp name), so
+    ``glimpsed status`` can say why it stays.
     """
     stack = [root]
     while stack:
@@ -279,13 +299,20 @@ def scan_folder(root: Path, rules: IgnoreRules, recursive: bool) -> Iterator[Pat
             try:
                 if entry.is_symlink():
                     log.debug("symlink_skipped", path=entry.path)
+                    _report(on_ignored, Path(entry.path), "a symbolic link; copy the photo itself into the inbox")
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if recursive and not rules.is_ignored_dir(entry.name):
+                    if rules.is_ignored_dir(entry.name):
+                        continue
+                    if recursive:
                         subdirs.append(Path(entry.path))
+                    else:
+                        _report(on_ignored, Path(entry.path), "a folder; set watch.recursive: true to take photos"
+                                                              " from subfolders")
                     continue
                 if not entry.is_file(follow_symlinks=False):
-                    continue  # fifo, socket, device
+                    _report(on_ignored, Path(entry.path), "not a regular file (a FIFO, socket or device)")
+                    continue
             except OSError as exc:
                 log.debug("scan_entry_failed", path=entry.path, error=str(exc))
                 continue
@@ -295,6 +322,7 @@ def scan_folder(root: Path, rules: IgnoreRules, recursive: bool) -> Iterator[Pat
                 yield path
             else:
                 log.debug("file_ignored", path=entry.path, reason=reason)
+                _report(on_ignored, path, reason)
         stack.extend(reversed(subdirs))
 
 
@@ -369,6 +397,7 @@ class InboxWatcher:
         poll_interval: Seconds between snapshots in polling mode.
         on_path: Called from watchdog's thread with each created, modified,
             closed or moved-in file that passes the rules. Exceptions are logged.
+        on_ignored: Called with each such path that the rules skip, and why.
     """
 
     def __init__(
@@ -379,11 +408,12 @@ class InboxWatcher:
         mode: str,
         poll_interval: float,
         on_path: Callable[[Path], None],
+        on_ignored: IgnoredFn | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"`poll_interval` must be > 0, got {poll_interval!r}")
         self.inbox = Path(inbox).absolute()
-        self._rules, self._recursive, self._on_path = rules, recursive, on_path
+        self._rules, self._recursive, self._on_path, self._on_ignored = rules, recursive, on_path, on_ignored
         self._poll_interval = poll_interval
         self.mode, self.mode_reason = fsinfo.choose_watch_mode(self.inbox, mode)
         self._observer: BaseObserver | None = None
@@ -401,7 +431,10 @@ class InboxWatcher:
                 for found in scan_folder(path, self._rules, recursive=True):
                     self.hint(str(found), is_directory=False)  # a folder moved in brings no file events
             return
-        if self._rules.match(rel) is not None or path.is_symlink():
+        reason = self._rules.match(rel) or ("a symbolic link; copy the photo itself into the inbox"
+                                            if path.is_symlink() else None)
+        if reason is not None:
+            _report(self._on_ignored, path, reason)
             return
         try:
             self._on_path(path)

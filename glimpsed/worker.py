@@ -7,6 +7,7 @@ requeued job continues at its first unfinished stage.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import shutil
@@ -20,8 +21,10 @@ import structlog
 
 from glimpsed import __version__
 from glimpsed.config import DaemonConfig
-from glimpsed.errors import InvalidTransition, PublishError
-from glimpsed.outbox import already_published, dispose_original, iso_utc, publish, reserve_target, set_aside_failed
+from glimpsed.errors import InvalidTransition, OutboxUnavailable, PublishError
+from glimpsed.names import display
+from glimpsed.outbox import (already_published, check_outbox, dispose_original, error_file, iso_utc, publish,
+                             reserve_target, set_aside_failed)
 from glimpsed.store import Job, JobStore, owner_id
 
 log = structlog.get_logger(__name__)
@@ -37,11 +40,30 @@ def load_pipeline(entry: str) -> PipelineFn:
     return getattr(importlib.import_module(module), func)
 
 
+# OSErrors that say something about the job's own files, so another attempt fails the same way.
+PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ENOTDIR, errno.EISDIR,
+                              errno.ELOOP})
+# OSErrors of the machine, not of the job: a full disk waits for space without spending attempts.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors worth another attempt: I/O trouble and running out of GPU memory."""
-    if isinstance(exc, (OSError, PublishError)):
+    if isinstance(exc, OSError):
+        return exc.errno not in PERMANENT_ERRNOS
+    if isinstance(exc, PublishError):
         return True
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def machine_fault(exc: BaseException) -> str | None:
+    """Why `exc` is the machine's fault rather than the job's (outbox away, a disk full), or None."""
+    if isinstance(exc, OutboxUnavailable):
+        return exc.reason
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    if isinstance(cause, OSError) and cause.errno in MACHINE_ERRNOS:
+        return f"{cause.strerror} writing {display(cause.filename or '?')}; free space and the job continues"
+    return None
 
 
 def is_bad_input(exc: BaseException) -> bool:
@@ -102,9 +124,23 @@ class Worker:
         self.owner = owner_id()
         self.parent_pid = parent_pid
         self.listener = listener  # (job_id, stage, fraction, message), e.g. a progress bar
+        self.paused_reason = ""  # why no job is claimed now (the outbox is away), "" when none
+
+    def outbox_ready(self) -> bool:
+        """False (with `paused_reason` set) while the outbox cannot take results: no job is claimed then."""
+        ok, reason = check_outbox(self.config.path("outbox"), self.config.outbox.sentinel)
+        if not ok and reason != self.paused_reason:
+            log.warning("outbox_unavailable", reason=reason)
+        elif ok and self.paused_reason:
+            log.info("outbox_available", outbox=str(self.config.path("outbox")))
+        self.paused_reason = "" if ok else reason
+        return ok
 
     def loop(self, now: float | None = None, job_id: str | None = None) -> Job | None:
-        """Claim one due job (or `job_id`) and run it to an end state; None when nothing was due."""
+        """Claim one due job (or `job_id`) and run it to an end state; None when nothing was due or the
+        outbox cannot take results."""
+        if not self.outbox_ready():
+            return None
         job = self.store.claim(self.owner, self.config.jobs.lease_seconds, now=now, job_id=job_id)
         if job is None:
             return None
@@ -177,9 +213,15 @@ class Worker:
         done = self.store.finish(job.id, self.owner, str(target), result.to_dict())
         bound.info("job_published", output_dir=str(target), seconds=round(done.finished_at - done.started_at, 2))
         if self._from_inbox(job):
-            what = dispose_original(Path(job.source_path), self.config.outbox.after_success,
+            what = dispose_original(job.source_file, self.config.outbox.after_success,
                                     self.config.path("archive"), job.rel_dir, job.src_size, job.src_mtime_ns)
             self.store.add_event(job.id, "original_handled", None, what)
+        if job.aside_file is not None:  # a retry of a failed job: its original and error.json sit in failed/
+            error_file(job.aside_file).unlink(missing_ok=True)
+            what = dispose_original(job.aside_file, self.config.outbox.after_success, self.config.path("archive"),
+                                    job.rel_dir, None, None)
+            self.store.set_aside_path(job.id, None)
+            self.store.add_event(job.id, "original_handled", None, f"from failed/: {what}; error.json removed")
         if not self.config.jobs.keep_workdir and job.workdir:
             shutil.rmtree(job.workdir, ignore_errors=True)
         return done
@@ -218,6 +260,12 @@ class Worker:
     def _failed(self, job: Job, exc: Exception, stage: str | None, bound: Any) -> Job:
         error_type, message = type(exc).__name__, str(exc) or repr(exc)
         try:
+            if (why := machine_fault(exc)) is not None:
+                delay = self.config.jobs.retry_backoff_seconds
+                bound.warning("job_waiting", stage=stage, reason=why, delay=delay)
+                self.store.release(job.id, self.owner, f"waiting, no attempt spent: {why}",
+                                   retry_at=self.clock() + delay, event="job_waiting")
+                return self.store.get(job.id)
             if is_transient(exc) and job.attempts < job.max_attempts:
                 delay = min(self.config.jobs.retry_backoff_seconds * 2 ** (job.attempts - 1),
                             self.config.jobs.retry_backoff_max_seconds)
@@ -226,19 +274,20 @@ class Worker:
                                        stage=stage)
             if not is_bad_input(exc) and not is_transient(exc):
                 bound.error("job_crashed", stage=stage, traceback=traceback.format_exc())
-            return self._final_failure(job, error_type, message, stage, bound)
+            return self._final_failure(job, error_type, message, stage, bound, advice(exc))
         except InvalidTransition:
             bound.warning("lease_lost", detail="the job was taken over while failing")
             return self.store.get(job.id)
 
-    def _final_failure(self, job: Job, error_type: str, message: str, stage: str | None, bound: Any) -> Job:
+    def _final_failure(self, job: Job, error_type: str, message: str, stage: str | None, bound: Any,
+                       hint: str | None = None) -> Job:
         bound.error("job_failed", stage=stage, error=f"{error_type}: {message}")
         failed = self.store.fail(job.id, self.owner, error_type, message, stage=stage)
-        self._set_aside(job, error_type, message, stage)
+        self._set_aside(job, error_type, message, stage, hint)
         return failed
 
-    def _set_aside(self, job: Job, error_type: str, message: str, stage: str | None) -> None:
-        set_aside(self.config, self.store, job, error_type, message, stage, self.clock())
+    def _set_aside(self, job: Job, error_type: str, message: str, stage: str | None, hint: str | None = None) -> None:
+        set_aside(self.config, self.store, job, error_type, message, stage, self.clock(), hint)
 
     def _from_inbox(self, job: Job) -> bool:
         return from_inbox(self.config, job)
@@ -246,17 +295,44 @@ class Worker:
 
 def from_inbox(config: DaemonConfig, job: Job) -> bool:
     """Whether the job's original sits in the inbox (`submit` runs files from elsewhere, left alone)."""
-    return Path(job.source_path).is_relative_to(config.path("inbox"))
+    return job.source_file.is_relative_to(config.path("inbox"))
+
+
+def advice(exc: BaseException | None) -> str | None:
+    """What a user can do about a failure, for error.json; None for the generic retry advice."""
+    if exc is not None and is_bad_input(exc):
+        hint = getattr(exc, "hint", "") or "Use a sharper photo of one object on a plain background"
+        return f"{hint}. The photo itself is the problem, so `glimpsed retry` would fail the same way: drop a" \
+               " new photo into the inbox"
+    return None
 
 
 def set_aside(config: DaemonConfig, store: JobStore, job: Job, error_type: str, message: str,
-              stage: str | None, now: float) -> None:
-    """Move an inbox original into failed/ with `<name>.error.json`, so the inbox only holds new work."""
-    if not from_inbox(config, job) or not Path(job.source_path).exists():
+              stage: str | None, now: float, hint: str | None = None) -> None:
+    """Move an inbox original into failed/ with `<name>.error.json`, so the inbox only holds new work.
+
+    Never raises: the job's failure is already in the store, and a failure here (a full disk, a
+    share gone) must not kill the worker. The original then stays in the inbox; intake sees its job
+    failed and does not take that version of the file again.
+    """
+    if not from_inbox(config, job):
         return
-    dest = set_aside_failed(Path(job.source_path), config.path("failed") / job.rel_dir, {
-        "job_id": job.id, "source": job.source_name, "error_type": error_type, "message": message,
-        "stage": stage, "attempts": job.attempts, "failed_at": iso_utc(now),
-        "hint": f"see `glimpsed show {job.id}`; `glimpsed retry {job.id}` runs it again from its saved input",
-    })
-    store.add_event(job.id, "original_handled", stage, f"moved to {dest}")
+    if error_type == "WorkerLost":
+        hint = hint or (f"the worker process died on this photo every time (out of memory?); check the log"
+                        f" (`journalctl -u glimpsed`), then `glimpsed retry {job.id}`")
+    elif error_type == "JobTimeout":
+        hint = hint or f"raise jobs.timeout_seconds or use a smaller photo, then `glimpsed retry {job.id}`"
+    try:
+        if not os.path.lexists(job.source_file):
+            return
+        dest = set_aside_failed(job.source_file, config.path("failed") / job.rel_dir, {
+            "job_id": job.id, "source": job.source_name, "error_type": error_type, "message": message,
+            "stage": stage, "attempts": job.attempts, "failed_at": iso_utc(now),
+            "hint": hint or f"see `glimpsed show {job.id}`; `glimpsed retry {job.id}` runs it again from its saved"
+                            " input",
+        })
+        store.set_aside_path(job.id, dest)
+        store.add_event(job.id, "original_handled", stage, f"moved to {display(dest)}")
+    except OSError as exc:
+        log.error("original_not_moved", job_id=job.id, source=job.source_path, error=str(exc))
+        store.add_event(job.id, "original_not_moved", stage, f"left in the inbox: {exc}")

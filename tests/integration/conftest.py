@@ -52,12 +52,13 @@ class DaemonProcess:
             "watch": {"poll_interval": 0.2, "stability_seconds": 0.6, "rescan_interval": 2.0},
             "jobs": {"lease_seconds": 6.0, "retry_backoff_seconds": 0.5},
             "logging": {"format": "json"},
-            # a smaller cutout and fewer rendered views keep each job about 2 s on a 2-core CPU; the
-            # daemon's behaviour, not the export quality, is under test here
-            "pipeline": {"segment": {"size": 128, "object_size": 100}, "multiview": {"view_size": 64},
+            # a smaller cutout, relief and mesh and fewer rendered views keep each job about 2 s on a
+            # 2-core CPU; the daemon's behaviour, not the export quality, is under test here
+            "pipeline": {"segment": {"size": 128, "object_size": 100},
+                         "multiview": {"view_size": 64, "relief_size": 48},
                          "reconstruct": {"iterations": 10, "size": 64},
-                         "export": {"mesh_views": 4, "mesh_view_size": 64, "turntable_frames": 4,
-                                    "turntable_size": 64, "preview_size": 64}},
+                         "export": {"mesh_views": 4, "mesh_view_size": 64, "mesh_voxels": 48, "mesh_max_faces": 5000,
+                                    "turntable_frames": 4, "turntable_size": 64, "preview_size": 64}},
         }
         for section, values in overrides.items():
             config.setdefault(section, {}).update(values)

@@ -91,7 +91,8 @@ def test_missing_sentinel_pauses_intake(start_daemon, photo):
 
 
 def test_bad_files_go_to_failed_and_the_daemon_goes_on(start_daemon, photo):
-    d = start_daemon({"ingest": {"max_bytes": 2_000_000}})
+    # cut-off files wait watch.incomplete_seconds unchanged (a writer may still be at work), then fail
+    d = start_daemon({"ingest": {"max_bytes": 2_000_000}, "watch": {"incomplete_seconds": 2.0}})
     good = photo(7)
     drop(d.inbox, "empty.jpg", b"")
     drop(d.inbox, "truncated.jpg", good[: len(good) // 3])

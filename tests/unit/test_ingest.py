@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from glimpsed import ingest as ingest_mod
-from glimpsed.errors import RejectedFile
+from glimpsed.errors import IncompleteFile, RejectedFile
 from glimpsed.ingest import FORMAT_SUFFIXES, FileChanged, IngestedImage, IngestLimits, ingest
 from glimpsed.watcher import DEFAULT_EXTENSIONS
 
@@ -174,21 +174,38 @@ def test_truncated_jpeg(tmp_path: Path, dest: Path) -> None:
     src = tmp_path / "cut.jpg"
     src.write_bytes(whole[: len(whole) // 2])
     err = _rejected(src, dest)
-    assert err.reason.startswith("the image is truncated or corrupt: ") and "Re-export or re-copy" in err.hint
+    assert err.reason.startswith("the image is truncated or corrupt: ") and "re-copy" in err.hint
+    assert isinstance(err, IncompleteFile)  # maybe still being written: intake waits before judging it
+
+
+def test_header_cut_short_is_incomplete_not_a_crash(tmp_path: Path, dest: Path) -> None:
+    whole = _save(_gradient(400, 300), tmp_path / "whole.jpg", "JPEG", quality=95).read_bytes()
+    src = tmp_path / "cut.jpg"
+    src.write_bytes(whole[:100])  # Image.open itself raises OSError("Truncated File Read") on this
+    err = _rejected(src, dest)
+    assert isinstance(err, IncompleteFile) and "truncated" in err.reason
 
 
 @pytest.mark.parametrize(
     ("content", "looks_like"),
     [(b"hello, this is not a photo\n", "starts with 'hello, this is n'"), (b"%PDF-1.7\n%\xe2\xe3", "a PDF document"),
      (b"GIF89a" + b"\0" * 32, "a GIF image"), (b"\0\0\0\x18ftypheic" + b"\0" * 32, "HEIC"),
-     (b"\x00\x01\x02\x03\xfe" * 8, "starts with bytes 00 01 02 03")],
+     (b"\x01\x00\x02\x03\xfe" * 8, "starts with bytes 01 00 02 03")],
 )
 def test_not_an_image(tmp_path: Path, dest: Path, content: bytes, looks_like: str) -> None:
     src = tmp_path / "photo.jpg"
     src.write_bytes(content)
     err = _rejected(src, dest)
     assert err.reason.startswith("not an image Pillow can read (") and looks_like in err.reason
-    assert "JPEG, PNG, WebP, TIFF or BMP" in err.hint
+    assert "JPEG, PNG, WebP, TIFF or BMP" in err.hint and not isinstance(err, IncompleteFile)
+
+
+@pytest.mark.parametrize("content", [b"\0" * 4096, b"\0\0\0\0\x01\x02" * 100, b"\x89PNG\r\n\x1a\n" + b"\0" * 100,
+                                     b"\xff\xd8\xff\xe0" + b"\x07" * 60 + b"\0" * 64])
+def test_zero_filled_or_cut_header_may_still_be_arriving(tmp_path: Path, dest: Path, content: bytes) -> None:
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(content)  # what a preallocating (SMB) writer leaves before the data arrives
+    assert isinstance(_rejected(src, dest), IncompleteFile)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

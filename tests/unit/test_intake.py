@@ -38,11 +38,11 @@ def make(tmp_path):
         clock[0] += 3
         return [t for t in out + intake.poll() if t.outcome != "known"]
 
-    return build, settle, tmp_path
+    return build, settle, tmp_path, clock
 
 
 def test_stable_file_is_queued_with_its_copy(make):
-    build, settle, root = make
+    build, settle, root, _ = make
     intake, store = build()
     (root / "inbox" / "mug.png").write_bytes(png())
     (taken,) = settle(intake)
@@ -53,11 +53,17 @@ def test_stable_file_is_queued_with_its_copy(make):
 
 
 def test_duplicate_is_skipped_and_archived(make):
-    build, settle, root = make
+    build, settle, root, clock = make
     intake, store = build()
     (root / "inbox" / "a.png").write_bytes(png())
     (first,) = settle(intake)
     (root / "inbox" / "b.png").write_bytes(png())
+    (waiting,) = settle(intake)  # the first job is only queued: if it failed, b.png would have to run
+    assert waiting.outcome == "waiting" and first.job.id in waiting.message
+    assert intake.summary()["files"][0]["state"] == "duplicate"
+    store.claim("w:1", 60, job_id=first.job.id)
+    store.finish(first.job.id, "w:1", str(root / "outbox" / "a"), {})
+    clock[0] += 11
     (dup,) = settle(intake)
     assert dup.outcome == "skipped" and dup.job.duplicate_of == first.job.id
     assert not (root / "inbox" / "b.png").exists() and list((root / "archive").rglob("b.png"))
@@ -65,7 +71,7 @@ def test_duplicate_is_skipped_and_archived(make):
 
 
 def test_reprocess_duplicates_when_configured(make):
-    build, settle, root = make
+    build, settle, root, _ = make
     intake, store = build(**{"jobs.on_duplicate": "reprocess"})
     (root / "inbox" / "a.png").write_bytes(png())
     (root / "inbox" / "b.png").write_bytes(png())
@@ -74,7 +80,7 @@ def test_reprocess_duplicates_when_configured(make):
 
 
 def test_rejected_file_goes_to_failed_with_error_json(make):
-    build, settle, root = make
+    build, settle, root, _ = make
     intake, store = build()
     (root / "inbox" / "fake.jpg").write_bytes(b"hello, I am text")
     (taken,) = settle(intake)
@@ -85,7 +91,7 @@ def test_rejected_file_goes_to_failed_with_error_json(make):
 
 
 def test_missing_sentinel_pauses_and_resumes(make):
-    build, settle, root = make
+    build, settle, root, _ = make
     intake, store = build(**{"watch.sentinel": ".glimpsed-inbox"})
     (root / "inbox" / "a.png").write_bytes(png())
     assert settle(intake) == [] and "sentinel" in intake.paused_reason
@@ -95,7 +101,7 @@ def test_missing_sentinel_pauses_and_resumes(make):
 
 
 def test_one_failing_file_does_not_stop_intake(make, monkeypatch):
-    build, settle, root = make
+    build, settle, root, clock = make
     intake, store = build()
     real = glimpsed.intake.ingest
 
@@ -107,14 +113,81 @@ def test_one_failing_file_does_not_stop_intake(make, monkeypatch):
     monkeypatch.setattr(glimpsed.intake, "ingest", flaky)
     (root / "inbox" / "bad.png").write_bytes(png((1, 2, 3)))
     (root / "inbox" / "good.png").write_bytes(png())
-    (taken,) = settle(intake)
-    assert taken.job.source_name == "good.png"
+    taken = settle(intake)
+    assert [t.job.source_name for t in taken if t.outcome == "queued"] == ["good.png"]
+    assert [t.outcome for t in taken if t.job is None or t.job.source_name != "good.png"] == ["retry"]
+    assert (root / "inbox" / "bad.png").exists()  # tried again, listed in the summary meanwhile
+    assert intake.summary()["files"][0]["state"] == "error"
+    for _ in range(3):
+        clock[0] += 10
+        taken += settle(intake)
+    (rejected,) = [t for t in taken if t.outcome == "rejected"]
+    assert rejected.job.error_type == "IntakeError" and "surprise" in rejected.job.error_message
+    assert (root / "failed" / "bad.png.error.json").exists() and not (root / "inbox" / "bad.png").exists()
 
 
 def test_subfolders_become_tags(make):
-    build, settle, root = make
+    build, settle, root, _ = make
     intake, store = build(**{"watch.recursive": "true"})
     (root / "inbox" / "shop" / "chairs").mkdir(parents=True)
     (root / "inbox" / "shop" / "chairs" / "c.png").write_bytes(png())
     (taken,) = settle(intake)
     assert taken.job.rel_dir == "shop/chairs" and taken.job.tag_list == ["shop", "chairs"]
+
+
+def test_a_cut_off_file_waits_for_its_writer(make):
+    """A file that looks truncated is judged only after watch.incomplete_seconds without change; if it
+    grows meanwhile it is taken whole."""
+    build, settle, root, clock = make
+    intake, store = build(**{"watch.incomplete_seconds": "30"})
+    whole = png(size=(320, 240))
+    path = root / "inbox" / "slow.png"
+    path.write_bytes(whole[: len(whole) // 2])
+    (waiting,) = settle(intake)
+    assert waiting.outcome == "waiting" and "looks incomplete" in waiting.message
+    assert intake.summary()["files"][0]["state"] == "incomplete"
+    path.write_bytes(whole)  # the writer finishes: taken at once, not failed
+    intake.tracker.track(path)
+    clock[0] += 5
+    (taken,) = settle(intake)
+    assert taken.outcome == "queued" and taken.job.bytes == len(whole)
+    assert intake.summary()["waiting"] == 0
+
+
+def test_a_cut_off_file_that_stays_cut_off_fails_after_the_wait(make):
+    build, settle, root, clock = make
+    intake, store = build(**{"watch.incomplete_seconds": "30"})
+    whole = png(size=(320, 240))
+    (root / "inbox" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    outcomes = []
+    for _ in range(12):
+        outcomes += [t.outcome for t in settle(intake)]
+        clock[0] += 3
+    assert outcomes[0] == "waiting" and outcomes[-1] == "rejected" and outcomes.count("rejected") == 1
+    assert (root / "failed" / "cut.png.error.json").exists()
+    assert len([o for o in outcomes if o == "waiting"]) < 8  # looks again at growing intervals, not every tick
+
+
+def test_a_backlog_is_taken_in_slices(make):
+    build, settle, root, clock = make
+    intake, store = build()
+    for i in range(5):
+        (root / "inbox" / f"{i}.png").write_bytes(png((i, 80, 40)))
+    intake.rescan()
+    intake.poll()
+    clock[0] += 3
+    assert intake.poll(budget=0.0) == [] and intake.backlog == 5  # stable, waiting for their turn
+    assert len(intake.poll()) == 5 and intake.backlog == 0
+
+
+def test_ignored_entries_are_listed_with_the_reason(make):
+    build, settle, root, clock = make
+    intake, store = build()
+    (root / "inbox" / "anim.gif").write_bytes(b"GIF89a")
+    (root / "inbox" / "x.jpg").mkdir()
+    (root / "inbox" / ".hidden.jpg").write_bytes(b"x")
+    intake.rescan()
+    files = {f["path"]: f["reason"] for f in intake.summary()["files"]}
+    assert set(files) == {"anim.gif", "x.jpg"} and "not an accepted image type" in files["anim.gif"]
+    (root / "inbox" / "anim.gif").unlink()
+    assert [f["path"] for f in intake.summary()["files"]] == ["x.jpg"]

@@ -67,9 +67,10 @@ def test_failed_publish_leaves_nothing_behind(tmp_path, outputs):
 def test_clean_staging_removes_leftovers(tmp_path):
     (tmp_path / ".staging-x").mkdir()
     (tmp_path / ".staging-x" / "half.ply").write_bytes(b"x")
+    (tmp_path / ".staging-live").mkdir()  # a job that still runs, e.g. under another instance
     (tmp_path / "done").mkdir()
-    assert [p.name for p in clean_staging(tmp_path)] == [".staging-x"]
-    assert [p.name for p in tmp_path.iterdir()] == ["done"]
+    assert [p.name for p in clean_staging(tmp_path, lambda job_id: job_id == "live")] == [".staging-x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-live", "done"]
 
 
 @pytest.mark.parametrize("policy, remains, archived", [("keep", True, False), ("delete", False, False),

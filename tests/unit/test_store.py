@@ -25,7 +25,7 @@ def enqueue(store, name="a.jpg", sha="aa" * 32, **kw):
 
 
 def test_schema_is_versioned(store):
-    assert store.schema_version() == ["m001_jobs_and_events"]
+    assert store.schema_version() == ["m001_jobs_and_events", "m002_raw_names_instances_inbox"]
 
 
 def test_enqueue_then_claim_is_fifo(store):
@@ -77,10 +77,10 @@ def test_expired_lease_requeues_then_fails_when_attempts_are_spent(store):
     a = enqueue(store, max_attempts=2)
     store.claim("w", 10, now=0.0)
     assert store.requeue_expired(now=5.0) == []
-    assert store.requeue_expired(now=11.0) == [a.id]
+    assert [j.id for j in store.requeue_expired(now=11.0)] == [a.id]
     assert store.get(a.id).state == "queued"
     store.claim("w", 10, now=12.0)
-    assert store.requeue_expired(now=30.0) == [a.id]
+    assert [j.id for j in store.requeue_expired(now=30.0)] == [a.id]
     job = store.get(a.id)
     assert job.state == "failed" and job.error_type == "WorkerLost"
 
@@ -99,7 +99,7 @@ def test_recover_dead_local_workers(store):
     store.claim("host1:100", 600)
     store.claim("host1:200", 600)
     recovered = store.recover_dead_local("host1", lambda pid: pid == 200)
-    assert recovered == [a.id]
+    assert [j.id for j in recovered] == [a.id]
     assert store.get(b.id).state == "running"
 
 

@@ -167,3 +167,73 @@ def test_interrupted_publish_is_not_published_twice(env):
     done = w.loop(now=clock[0])
     assert done.state == "done" and done.output_dir == str(target)
     assert [p.name for p in (root / "outbox").iterdir()] == ["chair"]
+
+
+def test_a_full_disk_waits_without_spending_an_attempt(env):
+    import errno
+
+    config, store, add, worker, clock, _ = env
+    job = add()
+    full = OSError(errno.ENOSPC, "No space left on device", "/work/x/reconstruct/points.ply")
+    w = worker(FakePipeline(full, full, full, full))
+    for _ in range(4):  # more often than max_attempts: a full disk is the machine's fault, not the photo's
+        waiting = w.loop(now=clock[0])
+        assert waiting.state == "queued" and waiting.attempts == 0
+        assert waiting.next_attempt_at == pytest.approx(clock[0] + 10)
+        clock[0] += 10
+    assert w.loop(now=clock[0]).state == "done"
+    assert "job_waiting" in [e["event"] for e in store.events(job.id)]
+
+
+def test_no_job_is_claimed_while_the_outbox_is_gone(env):
+    config, store, add, worker, clock, root = env
+    add()
+    (root / "outbox").rmdir()
+    w = worker(FakePipeline())
+    assert w.loop(now=clock[0]) is None and "does not exist" in w.paused_reason
+    assert store.counts()["queued"] == 1 and not (root / "outbox").exists()  # never recreated
+    (root / "outbox").mkdir()
+    assert w.loop(now=clock[0]).state == "done" and w.paused_reason == ""
+
+
+def test_a_name_too_long_is_not_transient():
+    import errno
+
+    from glimpsed.worker import is_transient
+
+    assert not is_transient(OSError(errno.ENAMETOOLONG, "File name too long"))
+    assert is_transient(OSError(errno.EIO, "I/O error"))
+
+
+def test_failing_to_set_aside_never_kills_the_worker(env):
+    config, store, add, worker, clock, root = env
+    job = add()
+    (root / "failed").write_bytes(b"a file where the failed/ folder should be")
+    failed = worker(FakePipeline(InputError("one colour"))).loop(now=clock[0])
+    assert failed.state == "failed"
+    assert "original_not_moved" in [e["event"] for e in store.events(job.id)]
+    assert (root / "inbox" / "chair.jpg").exists()
+    st = (root / "inbox" / "chair.jpg").stat()
+    assert store.is_known_file(root / "inbox" / "chair.jpg", st.st_size, st.st_mtime_ns)  # not taken in again
+
+
+def test_successful_retry_clears_the_failed_copy_and_its_error_json(env):
+    config, store, add, worker, clock, root = env
+    job = add()
+    worker(FakePipeline(InputError("one colour"))).loop(now=clock[0])
+    assert (root / "failed" / "chair.jpg.error.json").exists()
+    store.retry(job.id)
+    assert worker(FakePipeline()).loop(now=clock[0]).state == "done"
+    assert not (root / "failed" / "chair.jpg.error.json").exists() and not (root / "failed" / "chair.jpg").exists()
+    assert list((root / "archive").rglob("chair.jpg"))  # the original follows outbox.after_success
+
+
+def test_bad_input_advice_does_not_suggest_retry(env):
+    from ai_modules.errors import NoObjectFound
+
+    config, store, add, worker, clock, root = env
+    add()
+    worker(FakePipeline(NoObjectFound("the whole frame is one colour", "Photograph the object on a contrasting"
+                                                                       " background"))).loop(now=clock[0])
+    hint = json.loads((root / "failed" / "chair.jpg.error.json").read_text())["hint"]
+    assert hint.startswith("Photograph the object") and "would fail the same way" in hint
