@@ -81,9 +81,12 @@ def recover_lost_jobs(config: DaemonConfig, store: JobStore, jobs: list[Job], wh
             log.warning("job_requeued", job_id=job.id, reason=why, attempts=job.attempts)
 
 
-def recover_dead_local(config: DaemonConfig, store: JobStore, why: str) -> None:
-    """Requeue (or fail, when out of attempts) the jobs of this host's dead workers."""
-    jobs = store.recover_dead_local(socket.gethostname(), pid_alive, backoff=config.jobs.retry_backoff_seconds)
+def recover_dead_local(config: DaemonConfig, store: JobStore, why: str, backoff: bool = True) -> None:
+    """Requeue (or fail, when out of attempts) the jobs of this host's dead workers. With `backoff` the
+    next attempt waits `jobs.retry_backoff_seconds` (doubling), so a photo that kills its worker does not
+    do so in a tight loop; after a restart of the whole daemon (a power cut) jobs resume at once."""
+    jobs = store.recover_dead_local(socket.gethostname(), pid_alive,
+                                    backoff=config.jobs.retry_backoff_seconds if backoff else 0.0)
     recover_lost_jobs(config, store, jobs, why)
 
 
@@ -105,7 +108,7 @@ def prepare(config: DaemonConfig) -> JobStore:
     """Open the store and clean up after a crash: jobs of dead local workers, then their staging folders
     (a staging folder of a job that runs elsewhere — another instance, a `submit` — is left alone)."""
     store = JobStore(config.path("db"))
-    recover_dead_local(config, store, "its worker is gone (crash or kill)")
+    recover_dead_local(config, store, "its worker is gone (crash or kill)", backoff=False)
     for path in clean_staging(config.path("outbox"), lambda job_id: staging_in_use(store, job_id)):
         log.info("staging_removed", path=str(path))
     return store
@@ -235,7 +238,7 @@ class Daemon:
                     slot.process.kill()
                 if self._watchdog:
                     notify("WATCHDOG=1")  # still making progress towards a clean stop
-        recover_dead_local(self.config, self.store, "its worker was stopped at once")
+        recover_dead_local(self.config, self.store, "its worker was stopped at once", backoff=False)
         self._heartbeat("stopped")
         log.info("daemon_stopped", **{k: v for k, v in self.store.counts().items() if k in ("queued", "running")})
         self.store.close()

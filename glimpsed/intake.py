@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 STEP_BUDGET_SECONDS = 1.0  # one poll takes files for about this long, so the heartbeat and signals keep up
 INTAKE_ERROR_LIMIT = 3  # unexpected errors on one file before it is set aside as failed
 SUMMARY_LIMIT = 50  # files listed per kind in the summary that `status` shows
+LINGER_SECONDS = 60.0  # an original still here this long after its job ended was missed by the worker
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,8 @@ class Intake:
     def _known(self, path: Path, job: Job) -> Taken:
         """A file whose job exists. An original still here after its job was done or skipped (the share
         was away when it should have been archived) is disposed of now."""
-        if job.state in ("done", "skipped") and self.config.outbox.after_success != "keep":
+        ended_a_while_ago = job.finished_at is not None and time.time() - job.finished_at > LINGER_SECONDS
+        if job.state in ("done", "skipped") and self.config.outbox.after_success != "keep" and ended_a_while_ago:
             what = dispose_original(path, self.config.outbox.after_success, self.config.path("archive"), job.rel_dir,
                                     job.src_size, job.src_mtime_ns)
             self.store.add_event(job.id, "original_handled", None, f"later: {what}")

@@ -95,7 +95,7 @@ def publish(*, outbox: Path, rel_dir: str, name: str, job_id: str, outputs: dict
     if not state.ok:
         raise OutboxUnavailable(state.reason)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        _makedirs(outbox, rel_dir, dmode, config.group)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
@@ -168,7 +168,10 @@ def dispose_original(source: Path, policy: str, archive_root: Path, rel_dir: str
         source.unlink(missing_ok=True)
         return "deleted"
     day = time.strftime("%Y-%m-%d", time.localtime(now))
-    dest = move_aside(source, archive_root / day / rel_dir)
+    try:
+        dest = move_aside(source, archive_root / day / rel_dir)
+    except FileNotFoundError:
+        return "gone"  # someone else moved it meanwhile
     return f"archived to {dest}"
 
 
@@ -236,6 +239,18 @@ def _write_synced(dest: Path, data: bytes, mode: int, group: str | None) -> None
         os.fsync(fh.fileno())
     os.replace(tmp, dest)
     _chmod(dest, mode, group)
+
+
+def _makedirs(root: Path, rel_dir: str, mode: int, group: str | None) -> None:
+    """Create the subfolders below `root` with `outbox.dir_mode` (not the umask: the unit's is 0027)."""
+    folder = root
+    for part in Path(rel_dir).parts:
+        folder = folder / part
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        _chmod(folder, mode, group)
 
 
 def _chmod(path: Path, mode: int, group: str | None) -> None:

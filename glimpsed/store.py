@@ -112,6 +112,7 @@ def m002_raw_names_instances_inbox(db: sqlite_utils.Database) -> None:
     """Names as bytes (non-UTF-8 names on SMB shares), one heartbeat row per daemon instance, and what
     intake is waiting for or ignoring in the inbox (so `status` can say it)."""
     db.execute("ALTER TABLE jobs ADD COLUMN source_raw BLOB")
+    db.execute("UPDATE jobs SET source_raw = CAST(source_path AS BLOB)")  # older rows: their UTF-8 bytes
     db.execute("ALTER TABLE jobs ADD COLUMN aside_raw BLOB")
     db.execute("CREATE INDEX jobs_source_raw ON jobs (source_raw, state)")
     db.execute(
@@ -495,11 +496,11 @@ class JobStore:
         ended this very version of it (same size and mtime: done, skipped, or failed with the original left
         in the inbox because it could not be moved); None when the file is new work."""
         return self._one(
-            "SELECT * FROM jobs WHERE (source_raw = ? OR (source_raw IS NULL AND source_path = ?)) AND"
+            "SELECT * FROM jobs WHERE source_raw = ? AND"
             " (state IN ('queued','running') OR (src_size = ? AND src_mtime_ns = ? AND (state IN ('done','skipped')"
             " OR aside_raw IS NULL)))"
             " ORDER BY state IN ('queued','running') DESC, created_at DESC LIMIT 1",
-            [raw(source_path), display(source_path), size, mtime_ns])
+            [raw(source_path), size, mtime_ns])
 
     def is_known_file(self, source_path: str | os.PathLike[str], size: int, mtime_ns: int) -> bool:
         """True when an inbox file must not become a new job (see :meth:`known_job_for_file`)."""

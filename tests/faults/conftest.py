@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from glimpsed.names import display
-from tests.integration.conftest import DaemonProcess, make_photo
+from tests.integration.conftest import DaemonProcess, daemons, make_photo
 
 # A fault case's daemon: fast stability gate, short incomplete wait, small pipeline (see DaemonProcess).
 FAST = {"watch": {"stability_seconds": 1.0, "incomplete_seconds": 6.0, "poll_interval": 0.2, "rescan_interval": 2.0},
@@ -142,21 +142,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def daemon(tmp_path):
     """daemon(overrides, env=None, run=True, root=None) -> DaemonProcess with the FAST settings; stopped at the end."""
-    started: list[DaemonProcess] = []
-
-    def start(overrides: dict | None = None, env: dict | None = None, run: bool = True,
-              root: Path | None = None) -> DaemonProcess:
-        d = DaemonProcess(root or tmp_path, merge(FAST, overrides or {}), env)
-        started.append(d)
-        return d.start() if run else d
-
-    yield start
-    for d in started:
-        if d.alive():
-            try:
-                d.stop(30)
-            except Exception:  # noqa: BLE001 - best effort at teardown
-                pass
+    with daemons(tmp_path, FAST) as start:
+        yield start
 
 
 def drop(inbox: Path, name: str | bytes, data: bytes) -> Path:

@@ -35,6 +35,8 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
+from tests.integration.conftest import photo_array
+
 EXPECTS: Final[tuple[str, ...]] = ("done", "rejected", "failed")
 
 
@@ -63,26 +65,6 @@ class Case:
 # --------------------------------------------------------------------------------------------
 # Pixel sources
 # --------------------------------------------------------------------------------------------
-
-def photo_array(seed: int = 0, size: tuple[int, int] = (320, 240)) -> np.ndarray:
-    """[H,W,3] uint8: a shaded orange ellipse with a blue stripe on a plain, slightly noisy grey backdrop.
-
-    The same look as ``make_photo`` in tests/integration/conftest.py: the border-colour
-    segmentation finds the ellipse.
-    """
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.full((h, w, 3), 205.0, np.float32) + rng.normal(0, 2.0, (h, w, 3))
-    cx, cy, rx, ry = w * 0.5, h * 0.52, w * 0.22, h * 0.33
-    inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
-    shade = np.clip(1.1 - 0.6 * ((xx - cx + rx * 0.4) / rx) ** 2, 0.3, 1.0)
-    base = np.array([200, 90 + 10 * seed % 60, 40], np.float32)
-    img[inside] = base[None, :] * shade[inside][:, None]
-    stripe = inside & (np.abs(yy - cy) < h * 0.04)
-    img[stripe] = [40, 60, 160]
-    return np.clip(img, 0, 255).astype(np.uint8)
-
 
 def ellipse_mask(size: tuple[int, int], fx: float = 0.22, fy: float = 0.33) -> np.ndarray:
     """[H,W] bool: a centred ellipse with radii `fx`*W and `fy`*H."""

@@ -12,6 +12,7 @@ from tests.faults.corpus import split, write_corpus
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_the_whole_corpus(daemon, record):
     d = daemon({"watch": {"incomplete_seconds": 3.0}})
     cases = write_corpus(d.inbox)

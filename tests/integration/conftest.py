@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -21,8 +22,9 @@ from glimpsed.store import JobStore
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
-    """A JPEG of an object on a plain, slightly noisy backdrop (a shaded ellipse with a stripe)."""
+def photo_array(seed: int = 0, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """[H,W,3] uint8: a shaded orange ellipse with a blue stripe on a plain, slightly noisy grey backdrop,
+    which the border-colour segmentation finds."""
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -31,11 +33,16 @@ def make_photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
     inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
     shade = np.clip(1.1 - 0.6 * ((xx - cx + rx * 0.4) / rx) ** 2, 0.3, 1.0)
     base = np.array([200, 90 + 10 * seed % 60, 40], np.float32)
-    img[inside] = (base[None, :] * shade[inside][:, None])
+    img[inside] = base[None, :] * shade[inside][:, None]
     stripe = inside & (np.abs(yy - cy) < h * 0.04)
     img[stripe] = [40, 60, 160]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A JPEG of :func:`photo_array`."""
     buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+    Image.fromarray(photo_array(seed, size)).save(buf, "JPEG", quality=92)
     return buf.getvalue()
 
 
@@ -125,7 +132,7 @@ class DaemonProcess:
     def jobs(self, state: str | None = None):
         store = self.store()
         try:
-            return store.jobs(state, limit=1000)
+            return store.jobs(state, limit=100_000)
         finally:
             store.close()
 
@@ -141,20 +148,33 @@ def photo() -> Callable[[int], bytes]:
     return make_photo
 
 
-@pytest.fixture
-def start_daemon(tmp_path):
-    """start_daemon(**overrides) -> a running DaemonProcess; always stopped at the end of the test."""
+@contextlib.contextmanager
+def daemons(tmp_path: Path, defaults: dict | None = None):
+    """Yields start(overrides, env, run=True, root=None) -> DaemonProcess; every daemon started is stopped after."""
     started: list[DaemonProcess] = []
 
-    def start(overrides: dict | None = None, env: dict | None = None, run: bool = True) -> DaemonProcess:
-        d = DaemonProcess(tmp_path, overrides or {}, env)
+    def start(overrides: dict | None = None, env: dict | None = None, run: bool = True,
+              root: Path | None = None) -> DaemonProcess:
+        merged = {section: dict(values) for section, values in (defaults or {}).items()}
+        for section, values in (overrides or {}).items():
+            merged.setdefault(section, {}).update(values)
+        d = DaemonProcess(root or tmp_path, merged, env)
         started.append(d)
         return d.start() if run else d
 
-    yield start
-    for d in started:
-        if d.alive():
-            try:
-                d.stop(30)
-            except subprocess.TimeoutExpired:
-                pass
+    try:
+        yield start
+    finally:
+        for d in started:
+            if d.alive():
+                try:
+                    d.stop(30)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """start_daemon(**overrides) -> a running DaemonProcess; always stopped at the end of the test."""
+    with daemons(tmp_path) as start:
+        yield start

@@ -101,3 +101,41 @@ def test_move_aside_never_overwrites(tmp_path):
         f.write_bytes(content)
         move_aside(f, tmp_path / "failed")
     assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == ["chair-2.jpg", "chair.jpg"]
+
+
+def test_subfolders_get_dir_mode_whatever_the_umask(tmp_path, outputs):
+    """The unit runs with UMask=0027; results in mirrored subfolders must still be readable by others."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    old = os.umask(0o077)
+    try:
+        folder = publish(outbox=outbox, rel_dir="shop/chairs", name="chair", job_id="j1", outputs=outputs,
+                         manifest={}, config=OutboxConfig())
+    finally:
+        os.umask(old)
+    for path in (outbox / "shop", outbox / "shop" / "chairs", folder):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    assert stat.S_IMODE((folder / "chair.ply").stat().st_mode) == 0o644
+
+
+def test_publish_never_creates_the_outbox(tmp_path, outputs):
+    from glimpsed.errors import OutboxUnavailable
+
+    with pytest.raises(OutboxUnavailable, match="does not exist"):
+        publish(outbox=tmp_path / "gone", rel_dir="", name="chair", job_id="j1", outputs=outputs, manifest={},
+                config=OutboxConfig())
+    assert not (tmp_path / "gone").exists()
+
+
+def test_long_names_fit(tmp_path, outputs):
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    folder = publish(outbox=outbox, rel_dir="", name="n" * 251, job_id="j1", outputs={**outputs, "splat_glb":
+                     outputs["ply"]}, manifest={}, config=OutboxConfig())
+    assert all(len(os.fsencode(p.name)) <= 255 for p in (folder, *folder.iterdir()))
+    source = tmp_path / ("m" * 251 + ".jpg")
+    source.write_bytes(b"x")
+    from glimpsed.outbox import error_file, set_aside_failed
+
+    aside = set_aside_failed(source, tmp_path / "failed", {"job_id": "j"})
+    assert error_file(aside).exists() and len(os.fsencode(error_file(aside).name)) <= 255

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,32 @@ def test_corrupt_database_is_a_clear_error(tmp_path):
 
     with pytest.raises(StoreError, match="cannot open the job store"):
         JobStore(bad)
+
+
+def test_migration_keeps_older_jobs_findable(tmp_path):
+    """A store from before names were kept as bytes: its jobs gain their path's bytes and stay known."""
+    import sqlite_utils
+
+    from glimpsed.store import migrations
+
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    migrations.apply(db, stop_before="m002_raw_names_instances_inbox")
+    db["jobs"].insert(dict(id="old", source_path="/inbox/chair.jpg", source_name="chair.jpg", pipeline_version="v",
+                           config_hash="h", state="queued", max_attempts=3, created_at=0, updated_at=0))
+    db.close()
+    store = JobStore(tmp_path / "old.db")
+    assert store.get("old").source_file == Path("/inbox/chair.jpg")
+    assert store.is_known_file("/inbox/chair.jpg", 1, 1)
+
+
+def test_every_instance_has_its_own_heartbeat(store):
+    import os
+    import socket
+
+    store.set_daemon_state("running", now=100.0)
+    store.db.execute("INSERT INTO daemons (owner, host, pid, state, started_at, heartbeat_at) VALUES"
+                     " ('otherhost:42', 'otherhost', 42, 'running', 90, 95)")
+    rows = store.daemons(now=101.0)
+    assert [r["owner"] for r in rows] == [f"{socket.gethostname()}:{os.getpid()}", "otherhost:42"]
+    assert all(r["fresh"] for r in rows)
+    assert [r["fresh"] for r in store.daemons(now=140.0)] == [False, False]
