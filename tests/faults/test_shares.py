@@ -58,7 +58,7 @@ def test_inbox_sentinel_vanishes_mid_job(daemon, record, gate):
     d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
     (d.inbox / ".glimpsed-inbox").unlink()
     drop(d.inbox, "second.jpg", make_photo(2))
-    status = d.wait_for(lambda: "sentinel" in (out := d.cli("status").stdout) and out, "status to say paused", 30)
+    status = d.wait_for(lambda: "paused: sentinel" in (out := d.cli("status").stdout) and out, "status to say", 30)
     (gate / "open").touch()
     d.wait_jobs("done", 1)
     time.sleep(3)
@@ -70,7 +70,7 @@ def test_inbox_sentinel_vanishes_mid_job(daemon, record, gate):
     rec.audit(result, "intake paused while the sentinel was missing (status said so); the running job finished;"
                       " both published", jobs=2)
     result.assert_clean()
-    assert "paused" in status and sorted(result.published) == ["first.jpg", "second.jpg"]
+    assert "share looks unmounted" in status and sorted(result.published) == ["first.jpg", "second.jpg"]
 
 
 def test_outbox_removed_mid_job_is_not_recreated(daemon, record, gate):
