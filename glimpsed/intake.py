@@ -109,8 +109,9 @@ class Intake:
     def summary(self) -> dict[str, Any]:
         """What intake is waiting for or ignoring, for `glimpsed status`: counts and the first files of each
         kind with the reason (display names)."""
-        for path in [p for p in self._ignored if not os.path.lexists(p)]:  # renamed into place, removed
-            self._ignored.pop(path, None)
+        for kind in (self._ignored, self._notes):  # renamed into place, removed by their owner
+            for path in [p for p in kind if not os.path.lexists(p)]:
+                kind.pop(path, None)
         notes = sorted(self._notes.items(), key=lambda kv: kv[1]["since"])
         ignored = sorted(self._ignored.items())
         return {

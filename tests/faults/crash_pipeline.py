@@ -31,7 +31,7 @@ def _plan_dir() -> Path:
 
 
 def _next_point() -> str | None:
-    if not (_plan_dir() / "plan.json").exists():
+    if "GLIMPSED_FAULT_PLAN" not in os.environ or not (_plan_dir() / "plan.json").exists():
         return None
     plan = json.loads((_plan_dir() / "plan.json").read_text())
     log = _plan_dir() / "kills.log"
@@ -71,10 +71,14 @@ def _run_stage(self: Any, stage: Any, stage_dir: Path, fingerprint: str, inputs:
     return _real_run_stage(self, stage, stage_dir, fingerprint, inputs, hooks)
 
 
-pipeline_module.Pipeline._run_stage = _run_stage
+def _install() -> None:
+    """Wrap the pipeline's stage runner, in the worker process only (importing this module changes nothing)."""
+    pipeline_module.Pipeline._run_stage = _run_stage
 
 
 def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001 - pipeline entry
+    _install()
+
     def progress(stage: str, fraction: float, message: str) -> None:
         if on_progress is not None:
             on_progress(stage, fraction, message)

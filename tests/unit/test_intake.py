@@ -191,3 +191,12 @@ def test_ignored_entries_are_listed_with_the_reason(make):
     assert set(files) == {"anim.gif", "x.jpg"} and "not an accepted image type" in files["anim.gif"]
     (root / "inbox" / "anim.gif").unlink()
     assert [f["path"] for f in intake.summary()["files"]] == ["x.jpg"]
+
+
+def test_a_waiting_file_removed_by_its_owner_leaves_the_listing(make):
+    build, settle, root, clock = make
+    intake, store = build()
+    (root / "inbox" / "cut.png").write_bytes(png(size=(320, 240))[:200])
+    assert [t.outcome for t in settle(intake)] == ["waiting"]
+    (root / "inbox" / "cut.png").unlink()
+    assert intake.summary()["waiting"] == 0 and intake.summary()["files"] == []
