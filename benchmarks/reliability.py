@@ -1,7 +1,7 @@
 """Run the fault suite and write docs/reliability.md: every case with its outcome and figures, totals of lost
 and duplicated photos, and the systemd unit's exposure score before and after hardening.
 
-    .venv/bin/python benchmarks/reliability.py                # the whole suite (about 20 min on 2 cores)
+    .venv/bin/python benchmarks/reliability.py                # the whole suite (about 12 min on 2 cores)
     .venv/bin/python benchmarks/reliability.py -k writers     # some cases only; prints, does not write the doc
 
 The cases are the tests in tests/faults/; each writes one row through the `record` fixture.

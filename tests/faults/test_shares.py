@@ -49,21 +49,29 @@ def tmpfs():
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+def held_at_gate_then_unmounted(daemon, gate: Path, section: str, folder: str, name: str, seed: int):
+    """A daemon whose `section.sentinel` file exists in its `folder` until a job, dropped as `name`, reaches
+    the gate; then the sentinel goes, as with an unmounted share. Returns the daemon and the sentinel."""
+    d = daemon({**GATED, section: {"sentinel": f".glimpsed-{folder}"}}, gated_env(gate), run=False)
+    sentinel = getattr(d, folder) / f".glimpsed-{folder}"
+    sentinel.touch()
+    d.start()
+    drop(d.inbox, name, make_photo(seed))
+    d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
+    sentinel.unlink()
+    return d, sentinel
+
+
 def test_inbox_sentinel_vanishes_mid_job(daemon, record, gate):
     rec = record("inbox sentinel removed mid-job (share unmounted), a photo dropped meanwhile, sentinel back")
-    d = daemon({**GATED, "watch": {"sentinel": ".glimpsed-inbox"}}, gated_env(gate), run=False)
-    (d.inbox / ".glimpsed-inbox").touch()
-    d.start()
-    drop(d.inbox, "first.jpg", make_photo(1))
-    d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
-    (d.inbox / ".glimpsed-inbox").unlink()
+    d, sentinel = held_at_gate_then_unmounted(daemon, gate, "watch", "inbox", "first.jpg", 1)
     drop(d.inbox, "second.jpg", make_photo(2))
     status = d.wait_for(lambda: "paused: sentinel" in (out := d.cli("status").stdout) and out, "status to say", 30)
     (gate / "open").touch()
     d.wait_jobs("done", 1)
     time.sleep(3)
     assert len(d.jobs()) == 1  # nothing is taken from an "unmounted" share
-    (d.inbox / ".glimpsed-inbox").touch()
+    sentinel.touch()
     d.wait_for(lambda: settled(d, 2) and len(d.jobs("done")) == 2, "the second photo after the share is back")
     d.stop()
     result = audit(d, ["first.jpg", "second.jpg"], expect_in_inbox=(".glimpsed-inbox",))
@@ -97,17 +105,12 @@ def test_outbox_removed_mid_job_is_not_recreated(daemon, record, gate):
 
 def test_outbox_sentinel_missing_holds_results(daemon, record, gate):
     rec = record("outbox sentinel removed mid-job (outbox share unmounted), back 5 s later")
-    d = daemon({**GATED, "outbox": {"sentinel": ".glimpsed-outbox"}}, gated_env(gate), run=False)
-    (d.outbox / ".glimpsed-outbox").touch()
-    d.start()
-    drop(d.inbox, "lamp.jpg", make_photo(4))
-    d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
-    (d.outbox / ".glimpsed-outbox").unlink()
+    d, sentinel = held_at_gate_then_unmounted(daemon, gate, "outbox", "outbox", "lamp.jpg", 4)
     (gate / "open").touch()
     status = d.wait_for(lambda: "outbox sentinel" in (out := d.cli("status").stdout) and out, "status to say", 60)
     time.sleep(2)
     assert d.published() == [] and d.jobs("failed") == []
-    (d.outbox / ".glimpsed-outbox").touch()
+    sentinel.touch()
     (job,) = d.wait_jobs("done", 1, timeout=120)
     d.stop()
     result = audit(d, ["lamp.jpg"])
