@@ -50,11 +50,9 @@ def submit(config: DaemonConfig, files: list[Path], pipeline_version: str,
     results = []
     for path in files:
         taken = intake.take(Path(path), from_inbox=False)
-        job = None
-        if taken.outcome == "queued":
-            job = _follow(config, store, worker, taken.job)
-        elif taken.outcome == "known" and taken.job is not None:
-            job = _follow(config, store, worker, taken.job)  # same content queued or running already
+        # queued now, or a job of this file (or its content) queued or running already: run it or wait for it
+        follow = taken.outcome in ("queued", "known") and taken.job is not None
+        job = _follow(config, store, worker, taken.job) if follow else None
         results.append((Path(path), taken, job))
     store.close()
     return results

@@ -308,4 +308,4 @@ class Daemon:
                                     inbox=self.intake.summary() if self.intake else {})
         summary = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, " \
                   f"{counts['failed']} failed"
-        notify(f"STATUS={'intake paused: ' + message + '; ' if message else ''}{summary}")
+        notify(f"STATUS={'paused: ' + message + '; ' if message else ''}{summary}")

@@ -59,6 +59,8 @@ _MAGIC: Final[tuple[tuple[bytes, str], ...]] = (
 _SRGB: Final = ImageCms.createProfile("sRGB")
 # Leading bytes of the accepted formats: such a file that does not open is cut off, not of another type.
 _IMAGE_MAGIC: Final[tuple[bytes, ...]] = (b"\xff\xd8", b"\x89PNG", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
+# The other formats of _MAGIC: whole or not, never a photo we take.
+_FOREIGN_MAGIC: Final[tuple[bytes, ...]] = tuple(m for m, _ in _MAGIC if not m.startswith(_IMAGE_MAGIC))
 _INCOMPLETE_HINT: Final[str] = ("If it was still being copied it is taken once complete; otherwise re-copy or"
                                 " re-export it and open it in an image viewer to check")
 
@@ -126,8 +128,8 @@ def _incomplete(src: Path, reason: str) -> IncompleteFile:
 def _may_be_arriving(data: bytes) -> bool:
     """True when bytes that Pillow cannot identify could be the start of a photo still being written:
     zeros where a preallocating writer has not written yet, or an accepted format's header cut short."""
-    if data[4:8] == b"ftyp" or data.startswith((b"%PDF", b"PK\x03\x04", b"GIF8", b"8BPS", b"\x1f\x8b")):
-        return False  # HEIC, MP4, PDF, ZIP, GIF, PSD, gzip: whole or not, never a photo we take
+    if data[4:8] == b"ftyp" or data.startswith(_FOREIGN_MAGIC):
+        return False  # HEIC/MP4 (ftyp), PDF, ZIP, GIF, PSD, gzip
     return data[:1] == b"\x00" or data[-64:] == bytes(len(data[-64:])) or data.startswith(_IMAGE_MAGIC)
 
 

@@ -168,10 +168,14 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - one file must never stop intake; it is retried, then set aside
             return self._intake_error(path, from_inbox, exc)
 
+    def _rel_dir(self, path: Path, from_inbox: bool) -> str:
+        """The inbox subfolder a file came from ("" for the top, and for files `submit` runs)."""
+        rel_dir = str(path.parent.relative_to(self.inbox)) if from_inbox else ""
+        return "" if rel_dir == "." else rel_dir
+
     def _take_checked(self, path: Path, from_inbox: bool) -> Taken:
         path = path.absolute()
-        rel_dir = str(path.parent.relative_to(self.inbox)) if from_inbox else ""
-        rel_dir = "" if rel_dir == "." else rel_dir
+        rel_dir = self._rel_dir(path, from_inbox)
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -300,10 +304,9 @@ class Intake:
                         recheck=max(self.config.watch.stability_seconds, 5.0), errors=count)
             return Taken("retry", message=error)
         self._notes.pop(path, None)
-        rel_dir = str(path.parent.relative_to(self.inbox)) if from_inbox else ""
         rejected = RejectedFile(display(path), f"intake failed {count} times: {error}",
                                 "This is a bug in glimpsed or its libraries; please report it with the file")
-        return self._reject(path, "" if rel_dir == "." else rel_dir, rejected, from_inbox, signature,
+        return self._reject(path, self._rel_dir(path.absolute(), from_inbox), rejected, from_inbox, signature,
                             error_type="IntakeError")
 
     def _known(self, path: Path, job: Job) -> Taken:

@@ -41,10 +41,12 @@ OUTPUT_NAMES = {
 }
 
 
+# errno values of a full disk: the machine's fault, never the job's (the outbox's or the work folder's).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # errno values that say "the outbox's filesystem is away or full", not "this job's files are wrong".
-UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTCONN, errno.ESTALE, errno.EIO,
-                                errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN,
-                                errno.ENETUNREACH, errno.ECONNRESET, errno.ECONNABORTED, errno.ENODEV})
+UNAVAILABLE_ERRNOS = DISK_FULL_ERRNOS | {errno.EROFS, errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.ETIMEDOUT,
+                                         errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH,
+                                         errno.ECONNRESET, errno.ECONNABORTED, errno.ENODEV}
 
 
 class OutboxState(NamedTuple):

@@ -266,7 +266,7 @@ class JobStore:
                 elif existing is not None:
                     raise DuplicateJob(existing)
             self.db["jobs"].insert(row)
-            self._event(job_id, "job_queued", None, f"queued {display(source_name)}", {"sha256": sha256}, now)
+            self._event(job_id, "job_queued", None, f"queued {source_name}", {"sha256": sha256}, now)
         return self.get(job_id)
 
     def record_outcome_without_run(self, *, state: str, source_path: str, source_name: str, rel_dir: str,
@@ -289,10 +289,9 @@ class JobStore:
                 max_attempts=0, created_at=now, updated_at=now, finished_at=now, error_type=error_type,
                 error_message=error_message, duplicate_of=duplicate_of, output_dir=output_dir))
             if state == "skipped":
-                name = display(source_name)
-                self._event(job_id, "duplicate_skipped", None, f"{name} is a duplicate of job {duplicate_of}",
+                self._event(job_id, "duplicate_skipped", None, f"{source_name} is a duplicate of job {duplicate_of}",
                             {"duplicate_of": duplicate_of}, now)
-                self._event(duplicate_of, "duplicate_skipped", None, f"{name} (job {job_id}) had the same"
+                self._event(duplicate_of, "duplicate_skipped", None, f"{source_name} (job {job_id}) had the same"
                             " content and was not recomputed", {"job_id": job_id}, now)
             else:
                 self._event(job_id, "file_rejected", None, error_message, {"error_type": error_type}, now)

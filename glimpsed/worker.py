@@ -23,8 +23,8 @@ from glimpsed import __version__
 from glimpsed.config import DaemonConfig
 from glimpsed.errors import InvalidTransition, OutboxUnavailable, PublishError
 from glimpsed.names import display
-from glimpsed.outbox import (already_published, check_outbox, dispose_original, error_file, iso_utc, publish,
-                             reserve_target, set_aside_failed)
+from glimpsed.outbox import (DISK_FULL_ERRNOS, already_published, check_outbox, dispose_original, error_file,
+                             iso_utc, publish, reserve_target, set_aside_failed)
 from glimpsed.store import Job, JobStore, owner_id
 
 log = structlog.get_logger(__name__)
@@ -43,8 +43,6 @@ def load_pipeline(entry: str) -> PipelineFn:
 # OSErrors that say something about the job's own files, so another attempt fails the same way.
 PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ENOTDIR, errno.EISDIR,
                               errno.ELOOP})
-# OSErrors of the machine, not of the job: a full disk waits for space without spending attempts.
-MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -61,7 +59,7 @@ def machine_fault(exc: BaseException) -> str | None:
     if isinstance(exc, OutboxUnavailable):
         return exc.reason
     cause = exc if isinstance(exc, OSError) else exc.__cause__
-    if isinstance(cause, OSError) and cause.errno in MACHINE_ERRNOS:
+    if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:  # waits for space, no attempt spent
         return f"{cause.strerror} writing {display(cause.filename or '?')}; free space and the job continues"
     return None
 
@@ -274,7 +272,7 @@ class Worker:
                                        stage=stage)
             if not is_bad_input(exc) and not is_transient(exc):
                 bound.error("job_crashed", stage=stage, traceback=traceback.format_exc())
-            return self._final_failure(job, error_type, message, stage, bound, advice(exc))
+            return self._final_failure(job, error_type, message, stage, bound, advice(job.id, error_type, exc))
         except InvalidTransition:
             bound.warning("lease_lost", detail="the job was taken over while failing")
             return self.store.get(job.id)
@@ -298,13 +296,18 @@ def from_inbox(config: DaemonConfig, job: Job) -> bool:
     return job.source_file.is_relative_to(config.path("inbox"))
 
 
-def advice(exc: BaseException | None) -> str | None:
-    """What a user can do about a failure, for error.json; None for the generic retry advice."""
+def advice(job_id: str, error_type: str, exc: BaseException | None = None) -> str:
+    """What a user can do about a failure, for error.json."""
     if exc is not None and is_bad_input(exc):
         hint = getattr(exc, "hint", "") or "Use a sharper photo of one object on a plain background"
         return f"{hint}. The photo itself is the problem, so `glimpsed retry` would fail the same way: drop a" \
                " new photo into the inbox"
-    return None
+    if error_type == "WorkerLost":
+        return (f"the worker process died on this photo every time (out of memory?); check the log"
+                f" (`journalctl -u glimpsed`), then `glimpsed retry {job_id}`")
+    if error_type == "JobTimeout":
+        return f"raise jobs.timeout_seconds or use a smaller photo, then `glimpsed retry {job_id}`"
+    return f"see `glimpsed show {job_id}`; `glimpsed retry {job_id}` runs it again from its saved input"
 
 
 def set_aside(config: DaemonConfig, store: JobStore, job: Job, error_type: str, message: str,
@@ -317,19 +320,13 @@ def set_aside(config: DaemonConfig, store: JobStore, job: Job, error_type: str, 
     """
     if not from_inbox(config, job):
         return
-    if error_type == "WorkerLost":
-        hint = hint or (f"the worker process died on this photo every time (out of memory?); check the log"
-                        f" (`journalctl -u glimpsed`), then `glimpsed retry {job.id}`")
-    elif error_type == "JobTimeout":
-        hint = hint or f"raise jobs.timeout_seconds or use a smaller photo, then `glimpsed retry {job.id}`"
     try:
         if not os.path.lexists(job.source_file):
             return
         dest = set_aside_failed(job.source_file, config.path("failed") / job.rel_dir, {
             "job_id": job.id, "source": job.source_name, "error_type": error_type, "message": message,
             "stage": stage, "attempts": job.attempts, "failed_at": iso_utc(now),
-            "hint": hint or f"see `glimpsed show {job.id}`; `glimpsed retry {job.id}` runs it again from its saved"
-                            " input",
+            "hint": hint or advice(job.id, error_type),
         })
         store.set_aside_path(job.id, dest)
         store.add_event(job.id, "original_handled", stage, f"moved to {display(dest)}")
