@@ -9,6 +9,7 @@ pixels, as gsplat takes them (`viewmats`, `Ks`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,3 +83,30 @@ def project(points: np.ndarray, view: np.ndarray, k: np.ndarray) -> tuple[np.nda
     safe = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
     uv = cam[:, :2] / safe[:, None] * np.array([k[0, 0], k[1, 1]]) + np.array([k[0, 2], k[1, 2]])
     return uv, depth
+
+
+@dataclass(frozen=True)
+class Ring:
+    """Cameras on one ring around the origin, all looking at it.
+
+    Attributes:
+        azimuths: degrees, one camera each (0 = +X, counter-clockwise seen from above).
+        elevation: degrees. distance: from the origin. size: square image side, pixels. focal: pixels at `size`.
+    """
+
+    azimuths: tuple[float, ...]
+    elevation: float
+    distance: float
+    size: int
+    focal: float
+
+    def cameras(self, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """viewmats [V,4,4] (float32) and Ks [V,3,3] (float32) for images of side `size` (the focal scales)."""
+        size = self.size if size is None else size
+        views, ks = ring_cameras(self.azimuths, self.elevation, size, self.distance, self.focal * size / self.size)
+        return views.astype(np.float32), ks.astype(np.float32)
+
+
+#: SyncDreamer's 16 target views (the one definition in the code): elevation 30, azimuth 22.5 * i,
+#: distance 1.5, fx = fy = 280 at 256 px. The relief renders its views on the same ring.
+SYNCDREAMER_RING = Ring(tuple(22.5 * i for i in range(16)), 30.0, 1.5, 256, 280.0)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import BACKENDS
 from .errors import ModelNotAvailable
 
 
@@ -83,13 +84,8 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
      "huggingface.co/diffusers/controlnet-depth-sdxl-1.0"),
 )
 _PLAN_BY_NAME = {row[2]: row for row in _PLAN}
-#: The model files each learned backend needs (all of them), by name in the plan above.
-BACKEND_MODELS: dict[str, tuple[str, ...]] = {
-    "rembg": ("isnet-general-use",),
-    "syncdreamer": ("syncdreamer-pretrain",),
-    "dpt": ("dpt-hybrid-midas",),
-    "sdxl_lightning": ("sdxl-base", "sdxl-lightning-4step-unet", "controlnet-depth-sdxl"),
-}
+#: The model files each learned backend needs (all of them), by name in the plan above (from the registry).
+BACKEND_MODELS: dict[str, tuple[str, ...]] = {b.name: b.models for b in BACKENDS if b.models}
 
 
 def resolve_models_dir(models_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:

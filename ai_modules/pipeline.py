@@ -1,27 +1,36 @@
-"""The one entry the daemon calls: `run(input_path, settings, workdir, ...)`.
+"""The pipeline a worker holds for its life (`Pipeline`, made by `open_pipeline`), and `run`, the one-call
+form for scripts and notebooks.
+
+A `Pipeline` builds its stage objects once (from `ai_modules.stages.STAGES`); each keeps its backends,
+and each learned backend its loaded model, so a second job on the same pipeline reads no model file.
+A `Residency` keeps the models on the GPU between jobs within `vram_budget`, moving the least recently
+used to CPU memory when a stage needs room. A stage that runs out of GPU memory is retried once in
+its low-memory form.
 
 Stages run in `STAGES` order; each writes its artifacts into
 ``workdir/<stage>/`` (every file to a temporary name, then renamed) and, last,
 ``workdir/<stage>/done.json`` holding its `StageRecord` plus a fingerprint of
 everything its outputs depend on (pipeline version, backend, the stage's
-settings, the input file's sha256, the previous stage's fingerprint).
+settings, its model files, the input file's sha256, the previous stage's fingerprint).
 
 On a later call with the same workdir the leading stages whose done.json
 matches are not re-run (their record comes back with ``resumed=True``); from
 the first stage that has to run, every later stage runs too. A stage directory
 without a matching done.json is wiped first.
 
-Importing this module does not import torch; `run` imports the stages lazily.
+Importing this module does not import torch; building a `Pipeline` imports the stages.
 
 Example:
-    >>> from ai_modules.pipeline import run
-    >>> result = run(Path("mug.jpg"), {"device": "cpu"}, Path("work/job-1"))   # doctest: +SKIP
-    >>> result.outputs["ply"]                                                  # doctest: +SKIP
+    >>> from ai_modules.pipeline import open_pipeline
+    >>> pipeline = open_pipeline({"device": "cpu"})                               # doctest: +SKIP
+    >>> result = pipeline.run(Path("mug.jpg"), Path("work/job-1"))                 # doctest: +SKIP
+    >>> result.outputs["ply"]                                                     # doctest: +SKIP
     PosixPath('work/job-1/export/model.ply')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,14 +41,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import Stage, StageHooks, resolve_backend
+from .backends import import_impl
+from .base import Stage, StageHooks
 from .errors import AIModuleError, FormatError, InputError, PipelineStopped, SettingsError, StageFailed
 from .fileio import sha256_file, write_json
 from .models import resolve_models_dir
 from .records import PipelineResult, StageRecord
+from .model_cache import FileIdentity, HashBook
 from .settings import STAGE_NAMES, PipelineSettings, parse_settings
+from .stages import STAGES as STAGE_SPECS
+from .stages import model_identity, unused_reasons
 
-PIPELINE_VERSION: str = "0.3"
+PIPELINE_VERSION: str = "0.4"
 STAGES: tuple[str, ...] = STAGE_NAMES
 DONE = "done.json"
 
@@ -73,10 +86,25 @@ def run(input_path: Path, settings: Mapping[str, Any] | PipelineSettings, workdi
         OSError, MemoryError, torch.cuda.OutOfMemoryError: propagate unchanged (worth a retry).
         StageFailed: any other unexpected error in a stage (the original is ``__cause__``).
     """
+    pipeline = open_pipeline(settings, models_dir=models_dir)
+    try:
+        return pipeline.run(Path(input_path), Path(workdir), on_progress, should_stop)
+    finally:
+        pipeline.close()
+
+
+def open_pipeline(settings: Mapping[str, Any] | PipelineSettings, device: str | None = None,
+                  models_dir: Path | None = None, vram_budget: int | None = None) -> Pipeline:
+    """The pipeline a worker keeps: settings validated, the device resolved (`device` overrides
+    `settings.device`), models found under `models_dir` (`models.resolve_models_dir` when None).
+
+    Raises:
+        SettingsError: invalid settings, or a device that is not available.
+    """
     parsed = parse_settings(settings)
-    device = resolve_device(parsed.device)
-    return Pipeline(parsed, device, resolve_models_dir(models_dir)).run(Path(input_path), Path(workdir), on_progress,
-                                                                        should_stop)
+    if device is not None:
+        parsed = dataclasses.replace(parsed, device=device)
+    return Pipeline(parsed, resolve_device(parsed.device), resolve_models_dir(models_dir), vram_budget)
 
 
 def resolve_device(requested: str) -> str:
@@ -139,79 +167,47 @@ def _is_device_oom(exc: BaseException) -> bool:
 
 
 class Pipeline:
-    """Drives the stages in order with resume, progress and stop checks.
+    """The stages of one worker, built once, with their backends and models kept between jobs.
 
-    Pipeline facts are class data: the stage order and, per stage, which
-    earlier stages' outputs it reads.
+    Args:
+        settings: validated settings (`parse_settings`).
+        device: a resolved torch device ("cpu", "cuda", "cuda:1").
+        models_dir: where learned backends find their files; `auto` backends use them when present.
+        vram_budget: bytes of GPU memory the models may keep between jobs; None = `residency.auto_budget`.
     """
 
     stages: tuple[str, ...] = STAGES
-    needs: dict[str, tuple[str, ...]] = {
-        "segment": (), "multiview": ("segment",), "depth": ("multiview",), "reconstruct": ("multiview", "depth"),
-        "enhance": ("multiview", "reconstruct"), "refine": ("reconstruct", "enhance"), "export": ("refine",)}
+    needs: dict[str, tuple[str, ...]] = {s.name: s.needs for s in STAGE_SPECS}
 
-    def __init__(self, settings: PipelineSettings, device: str, models_dir: Path | None = None) -> None:
+    def __init__(self, settings: PipelineSettings, device: str, models_dir: Path | None = None,
+                 vram_budget: int | None = None) -> None:
+        from .residency import Residency
+
         self.settings = settings
         self.device = device
         self.models_dir = models_dir
+        self.residency = Residency(device, vram_budget)
+        self.hashes = HashBook(models_dir)
+        self._stages: dict[str, Stage] = {}
+        self._models: list[dict[str, Any]] = []
+        for spec in STAGE_SPECS:
+            self._stages[spec.name] = import_impl(spec.impl)(getattr(settings, spec.name), models_dir, None,
+                                                             self.residency)
 
-    def build(self, name: str) -> Stage:
-        """Instantiate stage `name` (imports it, and with it torch/numpy, only now)."""
-        s, models = self.settings, self.models_dir
-        if name == "segment":
-            from .segment.stage import SegmentStage
-            return SegmentStage(s.segment, models)
-        if name == "multiview":
-            from .multiview.stage import MultiviewStage
-            return MultiviewStage(s.multiview, models)
-        if name == "depth":
-            from .depth.stage import DepthStage
-            return DepthStage(s.depth, models, self.unused(name))
-        if name == "reconstruct":
-            from .reconstruct.stage import ReconstructStage
-            return ReconstructStage(s.reconstruct, models)
-        if name == "enhance":
-            from .enhance.stage import EnhanceStage
-            return EnhanceStage(s.enhance, models, self.unused(name))
-        if name == "refine":
-            from .refine.stage import RefineStage
-            return RefineStage(s.refine, models)
-        from .export.stage import ExportStage
-        return ExportStage(s.export, models)
+    def stage(self, name: str) -> Stage:
+        """The stage object `name` (kept for the pipeline's life)."""
+        return self._stages[name]
 
-    def unused(self, name: str) -> str | None:
-        """Why stage `name`'s outputs would go unused with these settings (its `auto` then means `none`), or None."""
-        def backend(stage: str) -> str:
-            return resolve_backend(stage, getattr(self.settings, stage).backend, self.models_dir)[0]
+    def close(self) -> None:
+        """Release every model (the worker is stopping)."""
+        for stage in self._stages.values():
+            stage.unload()
 
-        if name == "depth" and backend("multiview") == "relief":
-            return ("the relief's views carry its own geometry, so reconstruct starts from the relief without a "
-                    "depth term")
-        if name == "enhance" and backend("refine") == "none":
-            return "refine.backend is none, so nothing would use enhanced views"
-        return None
-
-    def inputs_for(self, name: str, input_path: Path, done: dict[str, Any]) -> Any:
-        """Build stage `name`'s inputs from the input file and earlier outputs."""
-        if name == "segment":
-            from .segment.stage import SegmentInputs
-            return SegmentInputs(path=input_path)
-        if name == "multiview":
-            from .multiview.stage import MultiviewInputs
-            return MultiviewInputs(done["segment"].image, done["segment"].alpha)
-        if name == "depth":
-            return done["multiview"]
-        if name == "reconstruct":
-            from .reconstruct.stage import ReconstructInputs
-            return ReconstructInputs(done["multiview"], done["depth"])
-        if name == "enhance":
-            from .enhance.stage import EnhanceInputs
-            return EnhanceInputs(done["reconstruct"].gaussians, done["multiview"])
-        if name == "refine":
-            from .refine.stage import RefineInputs
-            return RefineInputs(done["reconstruct"].gaussians, done["enhance"])
-        from .export.stage import ExportInputs
-        return ExportInputs(done["refine"].gaussians)
+    def choose(self) -> None:
+        """Pick each stage's backend for the files on disk now: a model pulled while the worker runs is used
+        from the next job on (`auto`), without a restart."""
+        for name, why in unused_reasons(self.settings, self.models_dir).items():
+            self._stages[name].choose(why)
 
     def fingerprint(self, stage: Stage, upstream: str) -> str:
         """Hash of everything the stage's outputs depend on.
@@ -220,24 +216,52 @@ class Pipeline:
             stage: the stage object (name, backend).
             upstream: the previous stage's fingerprint (the input file's sha256 for the first stage).
         """
+        models = [(m["path"], m["bytes"], m["mtime_ns"]) for m in self._models if m["stage"] == stage.name]
         data = {"version": PIPELINE_VERSION, "stage": stage.name, "backend": stage.backend,
-                "settings": self.settings.to_dict()[stage.name], "upstream": upstream}
+                "settings": self.settings.to_dict()[stage.name], "models": models, "upstream": upstream}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def run(self, input_path: Path, workdir: Path, on_progress: ProgressFn | None = None,
             should_stop: Callable[[], bool] | None = None) -> PipelineResult:
-        """Run or resume every stage; see the module docstring."""
+        """Run or resume every stage on one photo; see `run` (the function) for the arguments and errors."""
         if not input_path.is_file():
             raise InputError(f"input {str(input_path)!r} does not exist or is not a file")
-        progress = on_progress or (lambda stage, fraction, message: None)
         workdir.mkdir(parents=True, exist_ok=True)
-        stages = [self.build(name) for name in self.stages]
+        self.choose()
+        self._models = model_identity(self.settings, self.models_dir)
+        stages = [self._stages[name] for name in self.stages]
         fingerprints, upstream = [], sha256_file(input_path)
         for stage in stages:
             upstream = self.fingerprint(stage, upstream)
             fingerprints.append(upstream)
         resumed = self._resumable_prefix(workdir, fingerprints)
         outputs = self._load_needed(stages, workdir, resumed)
+        return self._run_from(stages, resumed, outputs, fingerprints, input_path, workdir, on_progress, should_stop)
+
+    def continue_from(self, stage: str, outputs: Any, workdir: Path, on_progress: ProgressFn | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> PipelineResult:
+        """Run every stage after `stage` on that stage's `outputs` (e.g. views made elsewhere, for a benchmark);
+        nothing is resumed. The stages that read an earlier output than `stage`'s cannot run this way.
+
+        Raises:
+            KeyError: an unknown stage, or a later stage needs an output before `stage`.
+        """
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.choose()
+        self._models = model_identity(self.settings, self.models_dir)
+        start = self.stages.index(stage) + 1
+        later = [self._stages[name] for name in self.stages[start:]]
+        for s in later:
+            missing = [n for n in self.needs[s.name] if self.stages.index(n) < start - 1]
+            if missing:
+                raise KeyError(f"stage {s.name} needs {missing}, which continue_from({stage!r}) does not have")
+        fingerprints = [f"continued-{s.name}-{time.time_ns()}" for s in later]
+        return self._run_from(later, [], {stage: outputs}, fingerprints, None, workdir, on_progress, should_stop)
+
+    def _run_from(self, stages: list[Stage], resumed: list[StageRecord], outputs: dict[str, Any],
+                  fingerprints: list[str], input_path: Path | None, workdir: Path, on_progress: ProgressFn | None,
+                  should_stop: Callable[[], bool] | None) -> PipelineResult:
+        progress = on_progress or (lambda stage, fraction, message: None)
         records: list[StageRecord] = []
         for i, stage in enumerate(stages):
             if should_stop is not None and should_stop():
@@ -249,9 +273,14 @@ class Pipeline:
             hooks = StageHooks(progress=lambda f, m, n=stage.name: progress(n, f, m), should_stop=should_stop,
                                stage=stage.name)
             record, outputs[stage.name] = self._run_stage(
-                stage, workdir / stage.name, fingerprints[i], self.inputs_for(stage.name, input_path, outputs), hooks)
-            progress(stage.name, 1.0, f"done in {record.duration_s:.2f} s")
+                stage, workdir / stage.name, fingerprints[i], type(stage).make_inputs(input_path, outputs), hooks)
+            summary = _summary(record)
+            log.info("%s (%s): %s", stage.name, stage.backend, summary)
+            progress(stage.name, 1.0, summary)
             records.append(record)
+        for record in records:                        # the manifest names each model file by its sha256
+            for entry, identity in zip(record.model_files, _identities(record.model_files)):
+                entry["sha256"] = self.hashes.sha256(identity)
         files = {kind: workdir / "export" / fname for kind, fname in records[-1].artifacts.items()}
         return PipelineResult(outputs=files, stages=records, pipeline_version=PIPELINE_VERSION, device=self.device,
                               settings=self.settings.to_dict())
@@ -304,13 +333,25 @@ class Pipeline:
         stage_dir.mkdir(parents=True)
         reset_peak_memory(self.device)
         start = time.perf_counter()
+        low_memory, retry, load_s = self.settings.low_memory, None, 0.0
         try:
-            stage.load(self.device)
-            try:
-                out = stage.run(inputs, hooks)
-            finally:
-                stage.unload()
-                self._free_device()
+            while True:
+                try:
+                    stage.load(self.device, low_memory)
+                    load_s += stage.load_seconds()
+                    out = stage.run(inputs, hooks)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only a device OOM is retried, the rest re-raised
+                    if low_memory or not _is_device_oom(exc):
+                        raise
+                    retry = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                    log.warning("%s ran out of GPU memory (%s); retrying it once in its low-memory form",
+                                stage.name, retry)
+                    hooks.report(0.0, "out of GPU memory: retrying in the low-memory form")
+                    self.residency.release_all_but(stage.backend)
+                    self._free_device()
+                    low_memory = True
+            self._free_device()
             artifacts = stage.save(out, stage_dir)
         except (AIModuleError, OSError, MemoryError):
             raise
@@ -318,11 +359,14 @@ class Pipeline:
             if _is_device_oom(exc):
                 raise
             raise StageFailed(stage.name, exc) from exc
-        record = StageRecord(name=stage.name, backend=stage.backend, reason=stage.reason,
-                             model_files=stage.model_files(), duration_s=round(time.perf_counter() - start, 4),
+        duration = round(time.perf_counter() - start, 4)
+        files = stage.model_files()
+        self.hashes.prefetch(_identities(files))               # hashed beside the next stages' GPU work
+        record = StageRecord(name=stage.name, backend=stage.backend, reason=stage.reason, model_files=files,
+                             duration_s=duration, load_s=round(load_s, 3),
                              peak_rss_mb=peak_rss_mb(), peak_vram_mb=peak_vram_mb(self.device),
-                             metrics=dict(getattr(out, "metrics", {})),
-                             resumed=False, artifacts=artifacts)
+                             low_memory=low_memory, low_memory_retry=retry, residency=self.residency.take_moves(),
+                             metrics=dict(getattr(out, "metrics", {})), resumed=False, artifacts=artifacts)
         write_json(stage_dir / DONE, {"record": record.to_dict(), "fingerprint": fingerprint,
                                       "pipeline_version": PIPELINE_VERSION})
         return record, out
@@ -333,4 +377,21 @@ class Pipeline:
             torch.cuda.empty_cache()
 
 
-__all__ = ["PIPELINE_VERSION", "STAGES", "Pipeline", "PipelineResult", "StageRecord", "run"]
+def _identities(model_files: list[dict[str, Any]]) -> list[FileIdentity]:
+    return [FileIdentity(m["path"], m["bytes"], m.get("mtime_ns", -1)) for m in model_files]
+
+
+def _summary(record: StageRecord) -> str:
+    """The stage's end message (progress and the job's events): time, load, peak VRAM, what moved, a retry."""
+    parts = [f"done in {record.duration_s:.2f} s"]
+    if record.load_s:
+        parts.append(f"models loaded in {record.load_s:.2f} s")
+    if record.peak_vram_mb is not None:
+        parts.append(f"peak VRAM {record.peak_vram_mb / 1024:.2f} GiB")
+    if record.low_memory_retry:
+        parts.append(f"retried in the low-memory form after {record.low_memory_retry}")
+    parts.extend(record.residency)
+    return "; ".join(parts)
+
+
+__all__ = ["PIPELINE_VERSION", "STAGES", "Pipeline", "PipelineResult", "StageRecord", "open_pipeline", "run"]

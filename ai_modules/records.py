@@ -20,11 +20,16 @@ class StageRecord:
         name: the stage, e.g. "segment".
         backend: the backend that ran, e.g. "alpha_grabcut".
         reason: why this backend was chosen.
-        model_files: one dict per model file used: ``{"path", "bytes", "sha256"}``; empty for embedded backends.
-        duration_s: wall-clock seconds of the stage (of the original run when resumed).
+        model_files: one dict per model file used: ``{"name", "path", "bytes", "mtime_ns", "sha256"}``; empty
+            for embedded backends.
+        duration_s: wall-clock seconds of the stage (of the original run when resumed), model loading included.
+        load_s: seconds of it spent reading model files (0.0 when the worker had them loaded already).
         peak_rss_mb: the process's resident-memory high-water mark during the stage, MiB (Linux; elsewhere
             since the process started).
         peak_vram_mb: peak memory torch allocated on the CUDA device during the stage, MiB (None on the CPU).
+        low_memory: whether it ran in its low-memory form (`pipeline.low_memory`, or after running out of memory).
+        low_memory_retry: the out-of-memory error that made it retry in that form, else None.
+        residency: models moved between the GPU and CPU memory for this stage, e.g. "dpt moved to cpu ...".
         metrics: stage-specific numbers, e.g. ``{"mask_area_fraction": 0.31}``.
         resumed: True when this run loaded the stage from disk instead of running it.
         artifacts: kind -> file name inside the stage directory, e.g. ``{"cutout": "cutout.png"}``.
@@ -35,8 +40,12 @@ class StageRecord:
     reason: str
     model_files: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
+    load_s: float = 0.0
     peak_rss_mb: float = 0.0
     peak_vram_mb: float | None = None
+    low_memory: bool = False
+    low_memory_retry: str | None = None
+    residency: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     artifacts: dict[str, str] = field(default_factory=dict)

@@ -25,29 +25,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import backends
 from .errors import SettingsError
 
-#: The stages in pipeline order.
+#: The stages in pipeline order (`ai_modules.stages.STAGES` declares each: settings, inputs, class).
 STAGE_NAMES: tuple[str, ...] = ("segment", "multiview", "depth", "reconstruct", "enhance", "refine", "export")
 #: The embedded backend of each stage (needs no weights): what `auto` picks when no learned one is usable.
-EMBEDDED_BACKENDS: dict[str, str] = {
-    "segment": "alpha_grabcut",
-    "multiview": "relief",
-    "depth": "inflation",
-    "reconstruct": "fit",
-    "enhance": "classical",
-    "refine": "none",
-    "export": "inria",
-}
+EMBEDDED_BACKENDS: dict[str, str] = {stage: backends.embedded(stage) for stage in STAGE_NAMES}
 #: The learned backends of each stage; `auto` picks the first whose model files are on disk.
-LEARNED_BACKENDS: dict[str, tuple[str, ...]] = {
-    "segment": ("rembg",),
-    "multiview": ("syncdreamer",),
-    "depth": ("dpt",),
-    "enhance": ("sdxl_lightning",),
-}
+LEARNED_BACKENDS: dict[str, tuple[str, ...]] = {stage: backends.learned(stage) for stage in STAGE_NAMES
+                                                if backends.learned(stage)}
 #: Stages that may be switched off (`backend: none`): their output is their input.
-OPTIONAL_STAGES: frozenset[str] = frozenset({"depth", "enhance", "refine"})
+OPTIONAL_STAGES: frozenset[str] = frozenset(stage for stage in STAGE_NAMES if backends.optional(stage))
 #: Every format the export stage can write; `ExportSettings.formats` defaults to all but `splat_glb` (the Khronos
 #: glTF validator does not know KHR_gaussian_splatting's attribute names yet).
 EXPORT_FORMATS: tuple[str, ...] = ("ply", "splat", "glb", "splat_glb", "preview", "turntable")
@@ -119,9 +108,6 @@ class MultiviewSettings:
     precision: str = field(default="auto", metadata=_rule(
         "choice", "`syncdreamer`: `auto` (bf16 on CUDA, fp32 on the CPU), `fp32`, `bf16` or `fp16`",
         choices=("auto", "fp32", "bf16", "fp16")))
-    low_memory: bool = field(default=False, metadata=_rule(
-        "bool", "`syncdreamer`: views in small chunks, CLIP and VAE on the GPU only while used (~5 GB peak, "
-        "about 6x slower)"))
     relief_thickness: float = field(default=0.5, metadata=_rule(
         "float", "`relief`: front-to-back thickness / silhouette width (1.0 turns a disc into a sphere)",
         lo=0.01, hi=2.0))
@@ -251,6 +237,10 @@ class PipelineSettings:
     """All pipeline settings (the daemon's `pipeline:` section)."""
 
     device: str = field(default="auto", metadata=_rule("device", "`auto`, `cpu`, `cuda` or `cuda:N`"))
+    low_memory: bool = field(default=False, metadata=_rule(
+        "bool", "run every learned stage in its low-memory form from the start (SyncDreamer in 2-view chunks with "
+        "CLIP/VAE moved in only while used, SDXL with sequential CPU offload and VAE slicing, one view per fit step): "
+        "slower, ~5 GB peak; without it a stage that runs out of GPU memory is retried once in that form"))
     segment: SegmentSettings = field(default_factory=SegmentSettings)
     multiview: MultiviewSettings = field(default_factory=MultiviewSettings)
     depth: DepthSettings = field(default_factory=DepthSettings)
@@ -264,10 +254,10 @@ class PipelineSettings:
         return _plain(dataclasses.asdict(self))
 
 
-_SECTIONS: dict[str, type] = {
-    "segment": SegmentSettings, "multiview": MultiviewSettings, "depth": DepthSettings,
-    "reconstruct": ReconstructSettings, "enhance": EnhanceSettings, "refine": RefineSettings, "export": ExportSettings,
-}
+_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(PipelineSettings)  # type: ignore[misc]
+                               if f.name in STAGE_NAMES}
+#: The settings outside the stages' sections.
+_TOP_LEVEL: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PipelineSettings) if f.name not in STAGE_NAMES)
 
 
 def default_settings() -> dict[str, Any]:
@@ -277,8 +267,9 @@ def default_settings() -> dict[str, Any]:
 
 def settings_reference() -> list[dict[str, Any]]:
     """List every setting as ``{"key": "pipeline.segment.size", "default": 256, "doc": "..."}``."""
-    rows = [{"key": "pipeline.device", "default": "auto", "doc": _meta(PipelineSettings, "device")["doc"]}]
     defaults = default_settings()
+    rows = [{"key": f"pipeline.{name}", "default": defaults[name], "doc": _meta(PipelineSettings, name)["doc"]}
+            for name in _TOP_LEVEL]
     for section, cls in _SECTIONS.items():
         for f in dataclasses.fields(cls):
             rows.append({"key": f"pipeline.{section}.{f.name}", "default": defaults[section][f.name],
@@ -304,10 +295,9 @@ def parse_settings(mapping: Mapping[str, Any] | PipelineSettings | None) -> Pipe
     if mapping is None:
         return PipelineSettings()
     _check_mapping("pipeline", mapping)
-    _check_keys("pipeline", mapping, ("device", *_SECTIONS))
-    kwargs: dict[str, Any] = {}
-    if "device" in mapping:
-        kwargs["device"] = _coerce("pipeline.device", mapping["device"], _meta(PipelineSettings, "device"))
+    _check_keys("pipeline", mapping, (*_TOP_LEVEL, *_SECTIONS))
+    kwargs: dict[str, Any] = {name: _coerce(f"pipeline.{name}", mapping[name], _meta(PipelineSettings, name))
+                              for name in _TOP_LEVEL if name in mapping}
     for section, cls in _SECTIONS.items():
         if section in mapping:
             kwargs[section] = _parse_section(f"pipeline.{section}", mapping[section], cls)

@@ -35,8 +35,9 @@ def run_once(config: DaemonConfig, pipeline_version: str, settle_timeout: float 
         intake.poll()
     worker = _worker(config, store, on_progress)
     ran = []
-    while (job := worker.loop()) is not None:
+    while (job := worker.loop()) is not None:  # one pipeline for all of them: models load once
         ran.append(job)
+    worker.close()
     store.close()
     return ran
 
@@ -54,6 +55,7 @@ def submit(config: DaemonConfig, files: list[Path], pipeline_version: str,
         follow = taken.outcome in ("queued", "known") and taken.job is not None
         job = _follow(config, store, worker, taken.job) if follow else None
         results.append((Path(path), taken, job))
+    worker.close()
     store.close()
     return results
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import os
 import types
@@ -86,7 +85,12 @@ class WorkerConfig:
     """Which devices run jobs and which pipeline entry they call."""
 
     devices: tuple[str, ...] = ("auto",)  # "auto" = one worker per CUDA GPU, else one on the CPU
-    pipeline: str = "ai_modules.pipeline:run"
+    pipeline: str = "ai_modules.pipeline:open_pipeline"  # called once per worker; returns the pipeline it keeps
+    vram_budget: Literal["auto"] | float = "auto"  # GiB the models may keep on a GPU between jobs
+
+    def vram_budget_bytes(self) -> int | None:
+        """`vram_budget` in bytes; None for `auto` (the pipeline measures the card's free memory)."""
+        return None if self.vram_budget == "auto" else int(float(self.vram_budget) * 2**30)
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,10 @@ class DaemonConfig:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
     def pipeline_hash(self) -> str:
-        """sha256 over the pipeline settings: what changes the outputs for the same input."""
-        blob = json.dumps(self.pipeline, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """16 hex digits over the effective pipeline settings (coerced: "256" and 256 agree)."""
+        from ai_modules.identity import config_hash
+
+        return config_hash(self.pipeline)
 
 
 def defaults() -> dict[str, Any]:
@@ -258,7 +263,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("", "null", "none")):
             return None
-        return _coerce(key, value, next(a for a in args if a is not type(None)))
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:  # the first that accepts the value, e.g. `auto` or a number
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                pass
+        return _coerce(key, value, options[-1])
     if origin is Literal:
         if value not in args:
             raise ConfigError(key, f"must be one of {', '.join(map(str, args))}, got {value!r}")
@@ -351,7 +362,9 @@ def _check_values(cfg: DaemonConfig) -> None:
             raise ConfigError("worker.devices", f"each device must be auto, cpu, cuda or cuda:N, got {device!r}")
     module, _, func = cfg.worker.pipeline.partition(":")
     if not module or not func:
-        raise ConfigError("worker.pipeline", f"must be 'module:function', got {cfg.worker.pipeline!r}")
+        raise ConfigError("worker.pipeline", f"must be 'module:callable', got {cfg.worker.pipeline!r}")
+    if cfg.worker.vram_budget != "auto" and not float(cfg.worker.vram_budget) > 0:
+        raise ConfigError("worker.vram_budget", f"must be `auto` or a number of GiB > 0, got {cfg.worker.vram_budget!r}")
 
 
 def file_mode(text: str, key: str = "outbox.file_mode") -> int:

@@ -139,6 +139,7 @@ def worker_main(config: DaemonConfig, device: str, parent_pid: int) -> None:
             local_stop.wait(WORKER_IDLE_SECONDS * 10)
         if ran is None:
             local_stop.wait(WORKER_IDLE_SECONDS)
+    worker.close()
     store.close()
     log.info("worker_stopped", device=device)
 

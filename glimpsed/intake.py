@@ -217,7 +217,7 @@ class Intake:
                       max_attempts=self.config.jobs.max_attempts, rel_dir=rel_dir,
                       tags=[p for p in Path(rel_dir).parts], job_id=job_id, workdir=str(workdir))
         try:
-            job = self.store.enqueue(**fields, dedupe=True)
+            job = self.store.enqueue(**fields, dedupe=True, identity=self.result_key())
         except DuplicateJob as dup:
             existing = dup.existing
             if existing.source_file == path and existing.state in ACTIVE_STATES:
@@ -308,6 +308,14 @@ class Intake:
                                 "This is a bug in glimpsed or its libraries; please report it with the file")
         return self._reject(path, self._rel_dir(path.absolute(), from_inbox), rejected, from_inbox, signature,
                             error_type="IntakeError")
+
+    def result_key(self) -> str:
+        """What besides the content decides a result now: the settings and the model files the backends would
+        use (stat only). A newly pulled model or a changed setting gives another key, so a re-dropped photo runs
+        again instead of being skipped as a duplicate."""
+        from ai_modules.identity import result_identity
+
+        return result_identity(self.config.pipeline, self.config.path("models"), self.pipeline_version)["key"]
 
     def _known(self, path: Path, job: Job) -> Taken:
         """A file whose job exists. An original still here after its job was done or skipped (the share

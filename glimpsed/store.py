@@ -245,13 +245,14 @@ class JobStore:
                 src_size: int | None = None, src_mtime_ns: int | None = None, pipeline_version: str,
                 config_hash: str, max_attempts: int, rel_dir: str = "", tags: list[str] | None = None,
                 dedupe: bool = True, job_id: str | None = None, workdir: str | None = None,
-                now: float | None = None) -> Job:
-        """Add a queued job. With `dedupe`, a second job for the same content and pipeline version
-        raises :class:`DuplicateJob` carrying the existing job, unless that one failed or was cancelled
-        (then it gives up its key and the new job proceeds)."""
+                identity: str | None = None, now: float | None = None) -> Job:
+        """Add a queued job. With `dedupe`, a second job for the same content, pipeline version and `identity`
+        (what else decides the result: settings, model files; `ai_modules.identity.result_identity`) raises
+        :class:`DuplicateJob` carrying the existing job, unless that one failed or was cancelled (then it
+        gives up its key and the new job proceeds)."""
         now = time.time() if now is None else now
         job_id = job_id or new_job_id()
-        key = f"{sha256}:{pipeline_version}" if dedupe and sha256 else None
+        key = ":".join(filter(None, (sha256, pipeline_version, identity))) if dedupe and sha256 else None
         row = dict(id=job_id, source_path=display(source_path), source_raw=raw(source_path),
                    source_name=display(source_name), rel_dir=display(rel_dir),
                    tags=json.dumps([display(t) for t in tags or []]), sha256=sha256, bytes=size, src_size=src_size,

@@ -1,7 +1,8 @@
-"""Worker: claims one job per `loop()` and runs it through the pipeline, then publishes it.
+"""Worker: claims one job per `loop()` and runs it through its pipeline, then publishes it.
 
-The pipeline is called through one entry (`worker.pipeline`, by default
-`ai_modules.pipeline:run`). Stages resume from their artifacts in `work/<job>/`, so a
+A worker opens one pipeline, through one entry (`worker.pipeline`, by default
+`ai_modules.pipeline:open_pipeline`), on its first job and keeps it for its life: the learned
+models stay loaded between jobs. Stages resume from their artifacts in `work/<job>/`, so a
 requeued job continues at its first unfinished stage.
 """
 
@@ -29,13 +30,15 @@ from glimpsed.store import Job, JobStore, owner_id
 
 log = structlog.get_logger(__name__)
 
-PipelineFn = Callable[..., Any]
+PipelineFactory = Callable[..., Any]
 PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress rows written to SQLite
 CANCEL_CHECK_INTERVAL = 1.0  # seconds between looks at a job's cancel flag while it runs
 
 
-def load_pipeline(entry: str) -> PipelineFn:
-    """Import `module:function` (the `worker.pipeline` setting)."""
+def load_pipeline(entry: str) -> PipelineFactory:
+    """Import `module:callable` (the `worker.pipeline` setting): called as ``factory(settings, device=,
+    models_dir=, vram_budget=)``, it returns the pipeline a worker keeps (an object with ``run(input_path,
+    workdir, on_progress=, should_stop=)`` and, optionally, ``close()``)."""
     module, _, func = entry.partition(":")
     return getattr(importlib.import_module(module), func)
 
@@ -104,25 +107,41 @@ class Worker:
         store: a job store connection for this thread.
         device: "cpu", "cuda" or "cuda:N", handed to the pipeline.
         stop: set it to stop at the next stage boundary; the running job goes back to the queue.
-        pipeline: the pipeline entry; default from `worker.pipeline`.
+        pipeline: the pipeline to keep (an object with `run`); default: opened from `worker.pipeline` on the
+            first job.
         parent_pid: in a worker process, the daemon's pid: if the daemon dies, stop.
         listener: called with every progress report, e.g. by a progress bar.
     """
 
     def __init__(self, config: DaemonConfig, store: JobStore, device: str = "cpu",
-                 stop: threading.Event | None = None, pipeline: PipelineFn | None = None,
+                 stop: threading.Event | None = None, pipeline: Any | None = None,
                  clock: Callable[[], float] = time.time, parent_pid: int | None = None,
                  listener: Callable[[str, str, float, str], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.device = device
         self.stop = stop or threading.Event()
-        self.pipeline = pipeline or load_pipeline(config.worker.pipeline)
+        self._pipeline = pipeline
         self.clock = clock
         self.owner = owner_id()
         self.parent_pid = parent_pid
         self.listener = listener  # (job_id, stage, fraction, message), e.g. a progress bar
         self.paused_reason = ""  # why no job is claimed now (the outbox is away), "" when none
+
+    @property
+    def pipeline(self) -> Any:
+        """The pipeline this worker keeps (opened on first use: importing torch and the stages takes seconds)."""
+        if self._pipeline is None:
+            factory = load_pipeline(self.config.worker.pipeline)
+            self._pipeline = factory(self.config.pipeline, device=self.device, models_dir=self.config.path("models"),
+                                     vram_budget=self.config.worker.vram_budget_bytes())
+        return self._pipeline
+
+    def close(self) -> None:
+        """Release the pipeline's models (the worker is stopping)."""
+        if self._pipeline is not None and hasattr(self._pipeline, "close"):
+            self._pipeline.close()
+        self._pipeline = None
 
     def outbox_ready(self) -> bool:
         """False (with `paused_reason` set) while the outbox cannot take results: no job is claimed then."""
@@ -151,7 +170,8 @@ class Worker:
         """Run a claimed job and record how it ended."""
         from ai_modules.errors import PipelineStopped
 
-        bound = log.bind(job_id=job.id, source=job.source_name)
+        bound = log.bind(source=job.source_name)
+        structlog.contextvars.bind_contextvars(job_id=job.id)  # also on the pipeline's own (stdlib) log records
         bound.info("job_started", attempt=job.attempts, device=self.device)
         keeper = _LeaseKeeper(self.config.path("db"), job.id, self.owner, self.config.jobs.lease_seconds)
         keeper.start()
@@ -175,18 +195,19 @@ class Worker:
                 self.listener(job.id, stage, fraction, message)
             now = self.clock()
             if stage != last["stage"]:
-                bound.info("stage_started", stage=stage, message=message)
+                structlog.contextvars.bind_contextvars(stage=stage)
+                bound.info("stage_started", message=message)
                 self.store.add_event(job.id, "stage_started", stage, message)
+            if fraction >= 1.0:  # its time, model loading, peak VRAM and what moved, for the job's events
+                self.store.add_event(job.id, "stage_finished", stage, message)
             if stage != last["stage"] or fraction >= 1.0 or now - last["at"] >= PROGRESS_WRITE_INTERVAL:
                 self.store.set_progress(job.id, stage, fraction, message)
                 last.update(stage=stage, at=now)
 
-        settings = {**self.config.pipeline, "device": self.device}
         workdir = Path(job.workdir or self.config.path("work") / job.id)
         try:
-            result = self.pipeline(workdir / "input" / "image.png", settings, workdir,
-                                   on_progress=on_progress, should_stop=should_stop,
-                                   models_dir=self.config.path("models"))
+            result = self.pipeline.run(workdir / "input" / "image.png", workdir, on_progress=on_progress,
+                                       should_stop=should_stop)
             if keeper.lost:
                 raise PipelineStopped("publish")
             return self._publish(job, result, bound)
@@ -196,6 +217,7 @@ class Worker:
             return self._failed(job, exc, last["stage"], bound)
         finally:
             keeper.stop()
+            structlog.contextvars.unbind_contextvars("job_id", "stage")
 
     def _publish(self, job: Job, result: Any, bound: Any) -> Job:
         outbox = self.config.path("outbox")
@@ -236,6 +258,8 @@ class Worker:
             "config_hash": job.config_hash,
             "device": data.get("device", self.device),
             "attempts": job.attempts,
+            "settings": data.get("settings", {}),
+            "models": [{"stage": s["name"], **m} for s in data.get("stages", []) for m in s.get("model_files", [])],
             "stages": data.get("stages", []),
         }
 

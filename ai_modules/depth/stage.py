@@ -1,6 +1,6 @@
 """The `depth` stage: every view (the ring and the input) -> relative depth + confidence.
 
-Backends:
+Backends (`backends.py`):
 * `inflation` (embedded): silhouette inflation of each view's mask (`functional.inflate`);
   confidence from the distance to the silhouette.
 * `dpt` (learned): MiDaS/DPT (`ai_modules.midas_depth`) and its confidence.
@@ -19,12 +19,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..base import NO_HOOKS, Stage, StageHooks
+from ..base import Stage
 from ..errors import FormatError
 from ..fileio import atomic_path
 from ..imageio import save_png
 from ..multiview.stage import MultiviewOutputs
-from ..settings import DepthSettings
 from . import functional as F
 
 
@@ -53,59 +52,19 @@ class DepthStage(Stage):
     name: ClassVar[str] = "depth"
     files: ClassVar[dict[str, str]] = {"depth": "depth.npz", "depth_preview": "depth.png"}
 
-    def __init__(self, settings: DepthSettings, models_dir: Path | None = None, unused: str | None = None) -> None:
-        super().__init__(settings, models_dir, unused)
-        self._estimator: Any = None
-
-    def load(self, device: str) -> None:
-        """Load DPT for the `dpt` backend (raises ModelNotAvailable when its files are missing)."""
-        super().load(device)
-        if self.backend == "dpt":
-            self.require_models()
-            from ..midas_depth import DepthEstimator
-
-            self._estimator = DepthEstimator(self.models_dir, device=device)
-
-    def unload(self) -> None:
-        """Drop the estimator."""
-        self._estimator = None
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> MultiviewOutputs:
+        """The multiview stage's views."""
+        return outputs["multiview"]
 
     def check_inputs(self, inputs: MultiviewOutputs) -> None:
         """Raise ValueError unless the multiview outputs hold views."""
         if not isinstance(inputs, MultiviewOutputs) or len(inputs.ring) == 0 or len(inputs.input) != 1:
             raise ValueError("`inputs` must be the multiview stage's outputs with ring views and one input view")
 
-    def run(self, inputs: MultiviewOutputs, hooks: StageHooks = NO_HOOKS) -> DepthOutputs:
-        """Estimate depth and confidence view by view (progress per view, stop checks between views)."""
-        self.check_inputs(inputs)
-        if self.backend == "none":
-            return _no_depth({"views": 0})
-        views = [(img, a) for img, a in zip(inputs.ring.images, inputs.ring.alphas)]
-        views.append((inputs.input.images[0], inputs.input.alphas[0]))
-        depths, confidences = [], []
-        for i, (image, alpha) in enumerate(views):
-            hooks.check_stop()
-            hooks.report((i + 1) / (len(views) + 1), f"view {i + 1}/{len(views)}")
-            depth, confidence = self._one(image, alpha)
-            depths.append(depth)
-            confidences.append(confidence)
-        ring_depth, ring_conf = np.stack(depths[:-1]), np.stack(confidences[:-1])
-        metrics = {"views": len(views), "mean_confidence": round(float(np.mean(
-            [c[a >= 0.5].mean() if (a >= 0.5).any() else 0.0 for (_, a), c in zip(views, confidences)])), 4)}
-        return DepthOutputs(ring_depth, ring_conf, depths[-1], confidences[-1], metrics)
-
-    def _one(self, image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask = alpha >= 0.5
-        if not mask.any():
-            return np.zeros_like(alpha), np.zeros_like(alpha)
-        if self.backend == "dpt":
-            depth = self._estimator.predict(image)
-            confidence = self._estimator.confidence(image, depth, mask=mask)
-            return np.where(mask, depth, 0.0).astype(np.float32), confidence.astype(np.float32)
-        ys, xs = np.nonzero(mask)
-        long_side = float(max(np.ptp(ys), np.ptp(xs)) + 1)
-        height = F.shade(F.inflate(mask, self.settings.thickness), image, mask, self.settings.shading)
-        return height, F.rim_confidence(mask, self.settings.confidence_ramp * long_side)
+    def skip(self, inputs: MultiviewOutputs) -> DepthOutputs:
+        """`none`: empty arrays."""
+        return _no_depth({"views": 0})
 
     def save(self, outputs: DepthOutputs, directory: Path) -> dict[str, str]:
         """Write ``depth.npz`` (all arrays) and the contact sheet ``depth.png`` (bright = near); nothing for `none`."""

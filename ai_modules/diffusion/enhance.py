@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +105,9 @@ class EnhanceService:
         models_dir: the model tree; None -> ``$GLIMPSED_MODELS_DIR``, else ``~/.cache/glimpsed/models``.
         dtype: None -> float16 on CUDA, float32 elsewhere.
         steps: the Lightning schedule length; 4 matches the planned 4-step UNet file.
-        low_memory: CUDA: model CPU offload (each model moves to the GPU only while it runs;
-            needs the `accelerate` package), and on any device VAE slicing and tiling.
+        low_memory: CUDA: sequential CPU offload (each layer's weights move to the GPU only while it
+            runs, so the GPU holds activations and one layer at a time; slower; needs the `accelerate`
+            package), and on any device VAE slicing and tiling.
         resolution: the processing area is about ``resolution**2`` pixels at the input's
             aspect ratio (SDXL works best at 1024x1024). Small values only make sense
             with test models.
@@ -196,7 +197,7 @@ class EnhanceService:
             pipe.vae.enable_slicing()
             pipe.vae.enable_tiling()
         if self.low_memory and self.device.type == "cuda":
-            pipe.enable_model_cpu_offload(device=self.device)
+            pipe.enable_sequential_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
         self._pipe, self._paths = pipe, paths
@@ -243,27 +244,54 @@ class EnhanceService:
             InputError: a bad argument, image or depth map (checked before any model loads).
             ModelNotAvailable, FormatError, ImportError: see `load`.
         """
-        rgb = as_rgb_image(image)
-        width, height = rgb.size
+        return self.enhance_many([image], [depth_map], prompt, negative_prompt=negative_prompt, strength=strength,
+                                 controlnet_scale=controlnet_scale, seed=seed)[0]
+
+    def enhance_many(self, images: Sequence[Image.Image | np.ndarray | torch.Tensor],
+                     depth_maps: Sequence[Image.Image | np.ndarray | torch.Tensor], prompt: str = "", *,
+                     negative_prompt: str = "", strength: float = 0.5, controlnet_scale: float = 0.5,
+                     seed: int = 0, batch_size: int = 1) -> list[Image.Image]:
+        """`enhance` for several views of one size, `batch_size` at a time through the network (each view with
+        its own generator seeded with `seed`, so a view comes out as `enhance` would make it, up to the
+        rounding of batched kernels).
+
+        Raises:
+            InputError: as `enhance`, or views of different sizes, or a bad `batch_size`.
+        """
+        rgbs = [as_rgb_image(image) for image in images]
+        if len(rgbs) != len(depth_maps):
+            raise InputError(f"got {len(rgbs)} images and {len(depth_maps)} depth maps")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        if len({rgb.size for rgb in rgbs}) > 1:
+            raise InputError(f"the views must have one size, got {sorted({rgb.size for rgb in rgbs})}")
         self._check_args(prompt, negative_prompt, strength, controlnet_scale, seed)
+        if not rgbs:
+            return []
+        width, height = rgbs[0].size
         proc_w, proc_h = processing_size(width, height, self.resolution)
-        control = depth_control_image(depth_map, (proc_w, proc_h), image_size=(width, height))
+        controls = [depth_control_image(d, (proc_w, proc_h), image_size=(width, height)) for d in depth_maps]
         if negative_prompt:
             warnings.warn("`negative_prompt` has no effect: SDXL-Lightning runs without classifier-free "
                           "guidance (guidance_scale 0)", UserWarning, stacklevel=2)
         pipe = self.pipeline
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        with warnings.catch_warnings():
-            # diffusers' own fp16 VAE path calls its deprecated `upcast_vae`; nothing a caller can change
-            warnings.filterwarnings("ignore", message=r".*upcast_vae.*deprecated", category=FutureWarning)
-            result = pipe(
-                prompt=prompt, negative_prompt=negative_prompt or None,
-                image=rgb.resize((proc_w, proc_h), Image.Resampling.LANCZOS), control_image=control,
-                height=proc_h, width=proc_w, strength=float(strength), num_inference_steps=self.steps,
-                guidance_scale=0.0, controlnet_conditioning_scale=float(controlnet_scale),
-                generator=generator, output_type="pil",
-            ).images[0]
-        return result if result.size == (width, height) else result.resize((width, height), Image.Resampling.LANCZOS)
+        out: list[Image.Image] = []
+        for start in range(0, len(rgbs), batch_size):
+            chunk = range(start, min(start + batch_size, len(rgbs)))
+            generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for _ in chunk]
+            with warnings.catch_warnings():
+                # diffusers' own fp16 VAE path calls its deprecated `upcast_vae`; nothing a caller can change
+                warnings.filterwarnings("ignore", message=r".*upcast_vae.*deprecated", category=FutureWarning)
+                results = pipe(
+                    prompt=[prompt] * len(chunk), negative_prompt=[negative_prompt] * len(chunk) if negative_prompt
+                    else None, image=[rgbs[i].resize((proc_w, proc_h), Image.Resampling.LANCZOS) for i in chunk],
+                    control_image=[controls[i] for i in chunk], height=proc_h, width=proc_w,
+                    strength=float(strength), num_inference_steps=self.steps, guidance_scale=0.0,
+                    controlnet_conditioning_scale=float(controlnet_scale), generator=generators, output_type="pil",
+                ).images
+            out.extend(r if r.size == (width, height) else r.resize((width, height), Image.Resampling.LANCZOS)
+                       for r in results)
+        return out
 
     def _check_args(self, prompt: object, negative_prompt: object, strength: object, controlnet_scale: object,
                     seed: object) -> None:

@@ -1,6 +1,6 @@
 """The `enhance` stage: renders of the fitted Gaussians from the ring cameras -> enhanced views for `refine`.
 
-Backends:
+The cameras are those the multiview stage returned with its views. Backends (`backends.py`):
 * `classical` (embedded): colour matching to the photo and an unsharp mask (`classical.py`).
 * `sdxl_lightning` (learned): depth-guided SDXL-Lightning + ControlNet (`ai_modules.diffusion`).
 * `none`: no views.
@@ -17,16 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..base import NO_HOOKS, Stage, StageHooks
-from ..cameras import ring_cameras
+from ..base import Stage
 from ..errors import FormatError
 from ..fileio import atomic_path
 from ..gaussians import Gaussians
 from ..imageio import load_rgba, save_png
-from ..multiview.stage import RING_AZIMUTHS, RING_DISTANCE, RING_ELEVATION, MultiviewOutputs, Views
-from ..settings import EnhanceSettings
-from ..splatting import render_views
-from .classical import enhance_classical
+from ..multiview.stage import MultiviewOutputs, Views
 
 
 @dataclass
@@ -56,64 +52,19 @@ class EnhanceStage(Stage):
 
     name: ClassVar[str] = "enhance"
 
-    def __init__(self, settings: EnhanceSettings, models_dir: Path | None = None, unused: str | None = None) -> None:
-        super().__init__(settings, models_dir, unused)
-        self._service: Any = None
-
-    def load(self, device: str) -> None:
-        """Load SDXL-Lightning for `sdxl_lightning` (raises ModelNotAvailable when its files are missing)."""
-        super().load(device)
-        if self.backend == "sdxl_lightning":
-            self.require_models()
-            from ..diffusion import EnhanceService
-
-            self._service = EnhanceService(device=device, models_dir=self.models_dir,
-                                           resolution=self.settings.resolution)
-
-    def unload(self) -> None:
-        """Free the diffusion pipeline's memory now (not whenever it is garbage-collected)."""
-        if self._service is not None:
-            self._service.unload()
-        self._service = None
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> EnhanceInputs:
+        """The reconstruct stage's Gaussians and the multiview stage's views (their cameras and the photo)."""
+        return EnhanceInputs(outputs["reconstruct"].gaussians, outputs["multiview"])
 
     def check_inputs(self, inputs: EnhanceInputs) -> None:
         """Raise ValueError unless Gaussians and the multiview outputs are given."""
         if not isinstance(inputs.gaussians, Gaussians) or not isinstance(inputs.views, MultiviewOutputs):
             raise ValueError("`inputs` must hold the fitted Gaussians and the multiview stage's outputs")
 
-    def run(self, inputs: EnhanceInputs, hooks: StageHooks = NO_HOOKS) -> EnhanceOutputs:
-        """Render the ring views, then enhance them one by one (progress and stop checks between views)."""
-        self.check_inputs(inputs)
-        if self.backend == "none":
-            return EnhanceOutputs(metrics={"views": 0})
-        size = self.settings.size
-        viewmats, ks = ring_cameras(RING_AZIMUTHS, RING_ELEVATION, size, RING_DISTANCE)
-        rgbs, alphas, depths = render_views(inputs.gaussians.to(self.device), viewmats, ks, size)
-        rgbs, alphas = rgbs.clip(0, 1), alphas.clip(0, 1)
-        depths = np.where(alphas > 0.05, depths, 0.0).astype(np.float32)
-        photo = inputs.views.input
-        enhanced = []
-        for i, (rgb, alpha, depth) in enumerate(zip(rgbs, alphas, depths)):
-            hooks.check_stop()
-            hooks.report(0.1 + 0.9 * i / len(rgbs), f"view {i + 1}/{len(rgbs)}")
-            if self.backend == "classical":
-                enhanced.append(enhance_classical(rgb, alpha, photo.images[0], photo.alphas[0], self.settings.detail))
-            else:
-                enhanced.append(self._diffuse(rgb, alpha, depth))
-        views = Views(np.stack(enhanced), alphas.astype(np.float32), viewmats.astype(np.float32),
-                      ks.astype(np.float32))
-        change = float(np.abs(views.images - rgbs).mean())
-        return EnhanceOutputs(views, depths, {"views": len(enhanced), "mean_abs_change": round(change, 5)})
-
-    def _diffuse(self, rgb: np.ndarray, alpha: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
-        s = self.settings
-        nearness = np.where(alpha > 0.05, 1.0 / np.maximum(depth, 1e-3), 0.0)   # near = bright, as ControlNet wants
-        result = self._service.enhance(image=Image.fromarray(np.rint(rgb * 255).astype(np.uint8)),
-                                       depth_map=nearness, prompt=s.prompt, strength=s.strength, seed=s.seed)
-        out = np.asarray(result.convert("RGB"), dtype=np.float32) / 255.0
-        return np.where(alpha[..., None] >= 0.5, out, rgb).astype(np.float32)
+    def skip(self, inputs: EnhanceInputs) -> EnhanceOutputs:
+        """`none`: no views."""
+        return EnhanceOutputs(metrics={"views": 0})
 
     def save(self, outputs: EnhanceOutputs, directory: Path) -> dict[str, str]:
         """Write ``view_00.png`` ... (RGBA) and ``views.npz`` (cameras and depths); nothing for `none`."""

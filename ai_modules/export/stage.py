@@ -21,12 +21,11 @@ import numpy as np
 import trimesh
 from PIL import Image, ImageSequence
 
-from ..base import NO_HOOKS, Stage, StageHooks
+from ..base import NO_HOOKS, Backend, Stage, StageHooks
 from ..errors import FormatError, InputError
 from ..fileio import map_files, write_bytes
 from ..imageio import load_image, save_png
 from ..gaussians import Gaussians
-from ..settings import ExportSettings
 from .functional import splat_bytes, to_file_frame
 from .gltf import WORLD_TO_GLTF, gaussians_glb_bytes, read_glb
 from .mesh import extract_mesh, mesh_to_glb
@@ -153,8 +152,10 @@ class ExportStage(Stage):
                                        "splat_glb": "model.splats.glb", "preview": "preview.png",
                                        "turntable": "turntable.webp"}
 
-    def __init__(self, settings: ExportSettings, models_dir: Path | None = None) -> None:
-        super().__init__(settings, models_dir)
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> ExportInputs:
+        """The refine stage's Gaussians."""
+        return ExportInputs(outputs["refine"].gaussians)
 
     def check_inputs(self, inputs: ExportInputs) -> None:
         """Raise ValueError unless a non-empty `Gaussians` is given."""
@@ -162,57 +163,6 @@ class ExportStage(Stage):
             raise ValueError(f"`gaussians` must be a Gaussians, got {type(inputs.gaussians).__name__}")
         if inputs.gaussians.num == 0:
             raise ValueError("`gaussians` must hold at least one Gaussian, got 0")
-
-    def run(self, inputs: ExportInputs, hooks: StageHooks = NO_HOOKS) -> ExportOutputs:
-        """Sanitize, convert and compute the requested formats (progress and a stop check between formats).
-
-        Raises:
-            ValueError: non-finite values with ``on_nonfinite: error``, or none left after dropping them;
-                no surface for the mesh .glb.
-            PipelineStopped: `hooks` asked to stop between two formats.
-        """
-        self.check_inputs(inputs)
-        s = self.settings
-        g, dropped = inputs.gaussians.to("cpu").sanitize()
-        if dropped:
-            message = f"{dropped} of {inputs.gaussians.num} Gaussians have non-finite values"
-            if s.on_nonfinite == "error":
-                raise ValueError(f"{message} (`pipeline.export.on_nonfinite` is `error`)")
-            warnings.warn(f"{message}; dropped them", RuntimeWarning, stacklevel=2)
-            log.warning("nonfinite_gaussians_dropped count=%d", dropped)
-        if g.num == 0:
-            raise ValueError("no finite Gaussians left to export")
-        out = ExportOutputs(metrics={"gaussians": g.num, "dropped_nonfinite": dropped})
-        on_device = g.to(self.device)                    # what the renderer sees ("auto": gsplat on CUDA)
-        steps = _Steps([f for f in FORMAT_ORDER if f in s.formats], hooks)
-        file_g = to_file_frame(g) if "ply" in s.formats or "splat" in s.formats else None
-        if "ply" in s.formats:
-            with steps.run("ply"):
-                out.file_gaussians = file_g.with_sh_degree(s.ply_sh_degree)
-        if "splat" in s.formats:
-            with steps.run("splat"):
-                out.splat = splat_bytes(file_g)
-        if "splat_glb" in s.formats:
-            with steps.run("splat_glb"):
-                out.splat_glb = gaussians_glb_bytes(g)
-        if "preview" in s.formats:
-            with steps.run("preview"):
-                out.preview = contact_sheet(on_device, s.preview_azimuths, s.preview_elevation, s.preview_size)
-        if "glb" in s.formats:
-            with steps.run("glb"):
-                textured = s.mesh_colours == "texture"
-                out.mesh = gaussians_to_mesh(
-                    on_device, views=s.mesh_views, size=s.mesh_view_size, voxels=s.mesh_voxels,
-                    max_faces=min(s.mesh_max_faces, s.texture_max_faces) if textured else s.mesh_max_faces,
-                    texture_size=s.texture_size if textured else None, texture_view_size=s.texture_view_size)
-            out.metrics.update(mesh_vertices=len(out.mesh.vertices), mesh_faces=len(out.mesh.faces))
-        if "turntable" in s.formats:
-            with steps.run("turntable"):
-                out.turntable = turntable_frames(on_device, s.turntable_frames, s.turntable_elevation,
-                                                 s.turntable_size)
-        out.metrics["render_device"] = str(on_device.device)
-        out.metrics["seconds"] = steps.seconds
-        return out
 
     def save(self, outputs: ExportOutputs, directory: Path) -> dict[str, str]:
         """Encode and write the formats present (`files` names them); return kind -> file name."""
@@ -267,6 +217,61 @@ class ExportStage(Stage):
                 raise FormatError(f"{paths['preview']}: not a readable PNG") from exc
         if "turntable" in paths:
             out.turntable = _load_frames(paths["turntable"])
+        return out
+
+
+class Inria(Backend):
+    """The formats of the Inria 3DGS family (.ply, .splat, KHR_gaussian_splatting .glb), the mesh .glb and the
+    previews."""
+
+    def run(self, inputs: ExportInputs, hooks: StageHooks = NO_HOOKS) -> ExportOutputs:
+        """Sanitize, convert and compute the requested formats (progress and a stop check between formats).
+
+        Raises:
+            ValueError: non-finite values with ``on_nonfinite: error``, or none left after dropping them;
+                no surface for the mesh .glb.
+            PipelineStopped: `hooks` asked to stop between two formats.
+        """
+        s = self.settings
+        g, dropped = inputs.gaussians.to("cpu").sanitize()
+        if dropped:
+            message = f"{dropped} of {inputs.gaussians.num} Gaussians have non-finite values"
+            if s.on_nonfinite == "error":
+                raise ValueError(f"{message} (`pipeline.export.on_nonfinite` is `error`)")
+            warnings.warn(f"{message}; dropped them", RuntimeWarning, stacklevel=2)
+            log.warning("nonfinite_gaussians_dropped count=%d", dropped)
+        if g.num == 0:
+            raise ValueError("no finite Gaussians left to export")
+        out = ExportOutputs(metrics={"gaussians": g.num, "dropped_nonfinite": dropped})
+        on_device = g.to(self.device)                    # what the renderer sees ("auto": gsplat on CUDA)
+        steps = _Steps([f for f in FORMAT_ORDER if f in s.formats], hooks)
+        file_g = to_file_frame(g) if "ply" in s.formats or "splat" in s.formats else None
+        if "ply" in s.formats:
+            with steps.run("ply"):
+                out.file_gaussians = file_g.with_sh_degree(s.ply_sh_degree)
+        if "splat" in s.formats:
+            with steps.run("splat"):
+                out.splat = splat_bytes(file_g)
+        if "splat_glb" in s.formats:
+            with steps.run("splat_glb"):
+                out.splat_glb = gaussians_glb_bytes(g)
+        if "preview" in s.formats:
+            with steps.run("preview"):
+                out.preview = contact_sheet(on_device, s.preview_azimuths, s.preview_elevation, s.preview_size)
+        if "glb" in s.formats:
+            with steps.run("glb"):
+                textured = s.mesh_colours == "texture"
+                out.mesh = gaussians_to_mesh(
+                    on_device, views=s.mesh_views, size=s.mesh_view_size, voxels=s.mesh_voxels,
+                    max_faces=min(s.mesh_max_faces, s.texture_max_faces) if textured else s.mesh_max_faces,
+                    texture_size=s.texture_size if textured else None, texture_view_size=s.texture_view_size)
+            out.metrics.update(mesh_vertices=len(out.mesh.vertices), mesh_faces=len(out.mesh.faces))
+        if "turntable" in s.formats:
+            with steps.run("turntable"):
+                out.turntable = turntable_frames(on_device, s.turntable_frames, s.turntable_elevation,
+                                                 s.turntable_size)
+        out.metrics["render_device"] = str(on_device.device)
+        out.metrics["seconds"] = steps.seconds
         return out
 
 

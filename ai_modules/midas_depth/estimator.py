@@ -108,6 +108,19 @@ class DepthEstimator:
             (on_flip,) = self._predict([flipped])
         return F.flip_confidence(depth, on_flip[:, ::-1], region)
 
+    def predict_with_confidence(self, images: Sequence[ImageLike], masks: Sequence[np.ndarray | None]
+                                ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`predict` and `confidence` of many views at once: the views and their mirror images go through the
+        network in `batch_size` batches (one pass per batch instead of two per view).
+
+        Returns:
+            One ``(depth, confidence)`` per image, as `predict` and `confidence` give them.
+        """
+        rgbs = [F.as_rgb(im) for im in images]
+        out = self._predict(rgbs + [np.ascontiguousarray(rgb[:, ::-1]) for rgb in rgbs])
+        return [(depth, F.flip_confidence(depth, on_flip[:, ::-1], None if m is None else F.as_mask(m, depth.shape)))
+                for depth, on_flip, m in zip(out[:len(rgbs)], out[len(rgbs):], masks)]
+
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Preprocess each image, batch those of one processed size, upsample each back (bicubic)."""
         pixels = [self._preprocess(im) for im in images]                           # each [1,3,h,w] float32

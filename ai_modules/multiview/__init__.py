@@ -2,7 +2,7 @@
 `syncdreamer`)."""
 
 from .relief import lift_relief, relief_object, surface_frames
-from .stage import RING_AZIMUTHS, MultiviewInputs, MultiviewOutputs, MultiviewStage, Views
+from .stage import MultiviewInputs, MultiviewOutputs, MultiviewStage, Views
 
-__all__ = ["RING_AZIMUTHS", "MultiviewInputs", "MultiviewOutputs", "MultiviewStage", "Views", "lift_relief",
+__all__ = ["MultiviewInputs", "MultiviewOutputs", "MultiviewStage", "Views", "lift_relief",
            "relief_object", "surface_frames"]

@@ -65,6 +65,48 @@ def from_visual_hull(images: torch.Tensor, masks: torch.Tensor, viewmats: torch.
         masks: [V,H,W] float32 0..1.
         viewmats: [V,4,4]; Ks: [V,3,3].
     """
+    pts = _carve(images, masks, viewmats, Ks, num_points, extent, generator)
+    rgb = _mean_colour(pts, images, viewmats, Ks, torch.ones(len(viewmats), len(pts), dtype=torch.bool))
+    spacing = (2 * extent) ** 3 / max(pts.shape[0], 1) * (1 / 0.3)  # rough volume per point, hull ~30% of box
+    size = torch.full((pts.shape[0],), spacing ** (1 / 3) * 0.5)
+    return _gaussians(pts, rgb, size, opacity)
+
+
+def from_visible_hull(images: torch.Tensor, masks: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,  # noqa: N803
+                      num_points: int = 20_000, extent: float = 0.5, opacity: float = 0.5,
+                      generator: torch.Generator | None = None, oversample: int = 8,
+                      tolerance: float = 0.03) -> Gaussians:
+    """The visual hull's points that some view sees: within `tolerance` (world units) of the front-most hull
+    point along their pixel in at least one view; each coloured by the views that see it.
+
+    Why: views from one ring (SyncDreamer's, at 30 deg) cannot carve the space under an object or above a
+    flat top, and hull points there are hidden in every view, so no loss removes them; lower or higher
+    cameras then see them as floaters. Starting on the visible surface also puts the points where the
+    detail is (thin parts get their share).
+
+    Args:
+        as `from_visual_hull`; `oversample`: hull points drawn per point kept.
+    """
+    pts = _carve(images, masks, viewmats, Ks, num_points * oversample, extent, generator)
+    v, h, w, _ = images.shape
+    half_h, half_w = max(h // 2, 1), max(w // 2, 1)        # a coarser z-buffer: the points leave no holes in it
+    seen = torch.zeros(v, len(pts), dtype=torch.bool)
+    for i in range(v):
+        u, vv, z = _project(pts, viewmats[i], Ks[i])
+        pix = (vv * half_h / h).long().clamp(0, half_h - 1) * half_w + (u * half_w / w).long().clamp(0, half_w - 1)
+        front = torch.full((half_h * half_w,), float("inf")).scatter_reduce(0, pix, z, "amin")
+        seen[i] = z <= front[pix] + tolerance
+    visible = torch.nonzero(seen.any(0))[:, 0]
+    keep = visible[torch.randperm(len(visible), generator=generator)[:num_points]]
+    pts, seen = pts[keep], seen[:, keep]
+    area = 4.0 * (2 * extent) ** 2 * 0.3                    # rough surface of a hull that fills ~30% of the box
+    size = torch.full((pts.shape[0],), (area / max(pts.shape[0], 1)) ** 0.5 * 0.5)
+    return _gaussians(pts, _mean_colour(pts, images, viewmats, Ks, seen), size, opacity)
+
+
+def _carve(images: torch.Tensor, masks: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,  # noqa: N803
+           num_points: int, extent: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Up to `num_points` uniform points in the box that project inside every mask (rejection sampling)."""
     _views_checked(images, viewmats, Ks)
     v, h, w, _ = images.shape
     kept = []
@@ -83,13 +125,21 @@ def from_visual_hull(images: torch.Tensor, masks: torch.Tensor, viewmats: torch.
     pts = torch.cat(kept)[:num_points]
     if pts.shape[0] == 0:
         raise ValueError("the masks share no volume inside the object box; check cameras and masks")
-    rgb = torch.zeros_like(pts)
+    return pts
+
+
+def _mean_colour(pts: torch.Tensor, images: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,  # noqa: N803
+                 use: torch.Tensor) -> torch.Tensor:
+    """Mean colour of each point over the views where `use` [V,N] is true (all views where none is)."""
+    v, h, w, _ = images.shape
+    total, count = torch.zeros_like(pts), torch.zeros(len(pts), 1)
+    everywhere = ~use.any(0)
     for i in range(v):
         u, vv, _ = _project(pts, viewmats[i], Ks[i])
-        rgb += images[i][vv.long().clamp(0, h - 1), u.long().clamp(0, w - 1)]
-    spacing = (2 * extent) ** 3 / max(pts.shape[0], 1) * (1 / 0.3)  # rough volume per point, hull ~30% of box
-    size = torch.full((pts.shape[0],), spacing ** (1 / 3) * 0.5)
-    return _gaussians(pts, rgb / v, size, opacity)
+        weight = (use[i] | everywhere).float()[:, None]
+        total += weight * images[i][vv.long().clamp(0, h - 1), u.long().clamp(0, w - 1)]
+        count += weight
+    return total / count.clamp_min(1.0)
 
 
 def _project(points: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: N803

@@ -2,7 +2,8 @@
 
 It runs the Gaussian core's `fit` over the 16 ring views and the photo's own view (which
 counts `input_weight` times: it is the only real one). It starts from the relief when the
-multiview stage built one (a few hundred steps then suffice), else from the views' visual hull.
+multiview stage built one (a few hundred steps then suffice), else from the visible part of the views' visual hull
+(`init.from_visible_hull`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import cv2
 import numpy as np
 import torch
 
-from ..base import NO_HOOKS, Stage, StageHooks
+from ..base import NO_HOOKS, Backend, Stage, StageHooks
 from ..depth.stage import DepthOutputs
 from ..gaussians import Gaussians
 from ..multiview.stage import MultiviewOutputs, Views
-from ..settings import ReconstructSettings
 from .fit import PRESETS, fit
-from .init import from_visual_hull
+from .init import from_visible_hull
 from .quality import input_view_quality
 
 #: Steps on CUDA when starting from the relief with `iterations: 0` (auto), and views per step there
@@ -61,8 +61,10 @@ class ReconstructStage(Stage):
     name: ClassVar[str] = "reconstruct"
     files: ClassVar[dict[str, str]] = {"gaussians": "gaussians.ply", "initial": "gaussians_init.ply"}
 
-    def __init__(self, settings: ReconstructSettings, models_dir: Path | None = None) -> None:
-        super().__init__(settings, models_dir)
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> ReconstructInputs:
+        """The multiview stage's views and the depth stage's depth."""
+        return ReconstructInputs(outputs["multiview"], outputs["depth"])
 
     def check_inputs(self, inputs: ReconstructInputs) -> None:
         """Raise ValueError unless the views and depths agree."""
@@ -72,41 +74,6 @@ class ReconstructStage(Stage):
         if inputs.depth.depth.size and inputs.depth.depth.shape != v.ring.alphas.shape:
             raise ValueError(f"depth {list(inputs.depth.depth.shape)} must match the ring views "
                              f"{list(v.ring.alphas.shape)}")
-
-    def run(self, inputs: ReconstructInputs, hooks: StageHooks = NO_HOOKS) -> ReconstructOutputs:
-        """Fit; report progress every 50 steps; a stop request ends the fit and raises PipelineStopped."""
-        self.check_inputs(inputs)
-        s, kind, size = self.settings, torch.device(self.device).type, self.settings.size
-        d = inputs.depth
-        with_depth = bool(d.depth.size) and s.depth_weight > 0
-        ring = _resized(inputs.views.ring, d.depth if with_depth else None, d.confidence, size)
-        photo = _resized(inputs.views.input, d.input_depth[None] if with_depth else None, d.input_confidence[None],
-                         size)
-        parts = [ring] + [photo] * s.input_weight
-        images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
-                                               for i in range(5))
-        relief = inputs.views.gaussians
-        initial = relief if relief is not None else from_visual_hull(
-            images, masks, viewmats, ks, PRESETS[s.preset].init_points, generator=torch.Generator().manual_seed(0))
-        iterations = s.iterations or (relief_iterations(kind, relief.num) if relief is not None
-                                      else PRESETS[s.preset].iterations)
-        densify = s.densify if s.densify != "auto" else ("none" if relief is not None else PRESETS[s.preset].densify)
-        batch = s.views_per_step or (RELIEF_VIEWS_PER_STEP_CUDA if relief is not None and kind == "cuda" else 1)
-        preset = dataclasses.replace(PRESETS[s.preset], iterations=iterations, densify=densify,
-                                     depth_lambda=s.depth_weight, views_per_step=batch)
-        hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
-                           f"{iterations} steps of {batch} view(s)")
-        fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if with_depth else None,
-                              init=initial, preset=preset, device=self.device, should_stop=hooks.should_stop,
-                              train_metrics=False,
-                              on_step=lambda step, m: hooks.report(0.02 + 0.9 * step / iterations,
-                                                                   f"step {step}/{iterations}, "
-                                                                   f"{m['num_gaussians']} Gaussians"))
-        hooks.check_stop()
-        metrics.update(input_view_quality(fitted, inputs.views.input))
-        metrics.update(size=size, views_per_step=batch, initial_gaussians=initial.num, depth_term=with_depth,
-                       initial_from="relief" if relief is not None else "visual hull")
-        return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
 
     def save(self, outputs: ReconstructOutputs, directory: Path) -> dict[str, str]:
         """Write ``gaussians.ply`` (fitted) and ``gaussians_init.ply`` (where the fit started)."""
@@ -120,6 +87,45 @@ class ReconstructStage(Stage):
         d = Path(directory)
         return ReconstructOutputs(Gaussians.load_ply(d / self.files["gaussians"]),
                                   Gaussians.load_ply(d / self.files["initial"]))
+
+
+class Fit(Backend):
+    """The Gaussian core's `fit` (gsplat on CUDA, our rasterizer on the CPU). Low-memory form: one view per step."""
+
+    def run(self, inputs: ReconstructInputs, hooks: StageHooks = NO_HOOKS) -> ReconstructOutputs:
+        """Fit; report progress every 50 steps; a stop request ends the fit and raises PipelineStopped."""
+        s, kind, size = self.settings, torch.device(self.device).type, self.settings.size
+        d = inputs.depth
+        with_depth = bool(d.depth.size) and s.depth_weight > 0
+        ring = _resized(inputs.views.ring, d.depth if with_depth else None, d.confidence, size)
+        photo = _resized(inputs.views.input, d.input_depth[None] if with_depth else None, d.input_confidence[None],
+                         size)
+        parts = [ring] + [photo] * s.input_weight
+        images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
+                                               for i in range(5))
+        relief = inputs.views.gaussians
+        initial = relief if relief is not None else from_visible_hull(
+            images, masks, viewmats, ks, PRESETS[s.preset].init_points, generator=torch.Generator().manual_seed(0))
+        iterations = s.iterations or (relief_iterations(kind, relief.num) if relief is not None
+                                      else PRESETS[s.preset].iterations)
+        densify = s.densify if s.densify != "auto" else ("none" if relief is not None else PRESETS[s.preset].densify)
+        batch = 1 if self.low_memory else s.views_per_step or (
+            RELIEF_VIEWS_PER_STEP_CUDA if relief is not None and kind == "cuda" else 1)
+        preset = dataclasses.replace(PRESETS[s.preset], iterations=iterations, densify=densify,
+                                     depth_lambda=s.depth_weight, views_per_step=batch)
+        hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
+                           f"{iterations} steps of {batch} view(s)")
+        fitted, metrics = fit(images, viewmats, ks, masks=masks, depths=depths if with_depth else None,
+                              init=initial, preset=preset, device=self.device, should_stop=hooks.should_stop,
+                              train_metrics=False,
+                              on_step=lambda step, m: hooks.report(0.02 + 0.9 * step / iterations,
+                                                                   f"step {step}/{iterations}, "
+                                                                   f"{m['num_gaussians']} Gaussians"))
+        hooks.check_stop()
+        metrics.update(input_view_quality(fitted, inputs.views.input))
+        metrics.update(size=size, views_per_step=batch, initial_gaussians=initial.num, depth_term=with_depth,
+                       initial_from="relief" if relief is not None else "visible hull")
+        return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
 
 
 def relief_iterations(device_type: str, num_gaussians: int) -> int:

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..base import NO_HOOKS, Stage, StageHooks
+from ..base import Stage
 from ..enhance.stage import EnhanceOutputs
 from ..gaussians import Gaussians
-from ..settings import RefineSettings
 
 
 @dataclass
@@ -36,18 +35,23 @@ class RefineStage(Stage):
     name: ClassVar[str] = "refine"
     artifact: ClassVar[str] = "gaussians.ply"
 
-    def __init__(self, settings: RefineSettings, models_dir: Path | None = None) -> None:
-        super().__init__(settings, models_dir)
+    def choose(self, unused: str | None = None) -> None:
+        """`none` is the only backend so far; the record says why."""
+        super().choose(unused)
         self.reason = "skipped: MVCRM is not implemented yet; the reconstructed Gaussians are exported as they are"
+
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> RefineInputs:
+        """The reconstruct stage's Gaussians and the enhanced views."""
+        return RefineInputs(outputs["reconstruct"].gaussians, outputs["enhance"])
 
     def check_inputs(self, inputs: RefineInputs) -> None:
         """Raise ValueError unless Gaussians are given."""
         if not isinstance(inputs.gaussians, Gaussians):
             raise ValueError(f"`gaussians` must be a Gaussians, got {type(inputs.gaussians).__name__}")
 
-    def run(self, inputs: RefineInputs, hooks: StageHooks = NO_HOOKS) -> RefineOutputs:
-        """Return the Gaussians unchanged."""
-        self.check_inputs(inputs)
+    def skip(self, inputs: RefineInputs) -> RefineOutputs:
+        """`none`: the Gaussians unchanged."""
         return RefineOutputs(inputs.gaussians, {"skipped": True, "gaussians": inputs.gaussians.num})
 
     def save(self, outputs: RefineOutputs, directory: Path) -> dict[str, str]:

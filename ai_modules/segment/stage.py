@@ -8,12 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..base import NO_HOOKS, Stage, StageHooks, check_array
+from ..base import Stage, check_array
 from ..errors import InputError
 from ..fileio import map_files
-from ..imageio import load_image, load_rgba, save_png
-from ..settings import SegmentSettings
-from . import functional as F
+from ..imageio import load_rgba, save_png
 
 
 @dataclass
@@ -48,7 +46,7 @@ class SegmentOutputs:
 
 class SegmentStage(Stage):
     """Cut the object out: the input's alpha if meaningful, else an IS-Net matte (`rembg`) or border
-    colours + GrabCut (`alpha_grabcut`).
+    colours + GrabCut (`alpha_grabcut`) (`backends.py`).
 
     Example:
         >>> stage = SegmentStage(SegmentSettings())
@@ -59,23 +57,6 @@ class SegmentStage(Stage):
 
     name: ClassVar[str] = "segment"
     artifact: ClassVar[str] = "cutout.png"
-
-    def __init__(self, settings: SegmentSettings, models_dir: Path | None = None) -> None:
-        super().__init__(settings, models_dir)
-        self._matter: Any = None
-
-    def load(self, device: str) -> None:
-        """Open the IS-Net session for the `rembg` backend (raises ModelNotAvailable when its file is missing)."""
-        super().load(device)
-        if self.backend == "rembg":
-            (model,) = self.require_models()
-            from .rembg_matte import RembgMatter
-
-            self._matter = RembgMatter(model.path)
-
-    def unload(self) -> None:
-        """Close the IS-Net session."""
-        self._matter = None
 
     def check_inputs(self, inputs: SegmentInputs) -> None:
         """Raise ValueError/InputError unless exactly one of a readable path or arrays is given."""
@@ -90,34 +71,10 @@ class SegmentStage(Stage):
                 if inputs.alpha.shape != inputs.rgb.shape[:2]:
                     raise ValueError(f"`alpha` must be {list(inputs.rgb.shape[:2])}, got {list(inputs.alpha.shape)}")
 
-    def run(self, inputs: SegmentInputs, hooks: StageHooks = NO_HOOKS) -> SegmentOutputs:
-        """Segment, then centre and scale into a `size` square.
-
-        Raises:
-            NoObjectFound: no object, or one that fills the frame.
-            InputError: the file is not a readable image.
-        """
-        self.check_inputs(inputs)
-        s = self.settings
-        rgb, alpha = load_image(inputs.path) if inputs.path is not None else (inputs.rgb, inputs.alpha)
-        h, w = rgb.shape[:2]
-        hooks.report(0.1, f"loaded {w}x{h} image")
-        if F.meaningful_alpha(alpha, s.min_area_fraction):
-            soft, source, metrics = alpha.astype(np.float32) / 255.0, "alpha", {}
-        elif self.backend == "rembg":
-            if self._matter is None:
-                self.load(self.device)
-            hooks.report(0.2, "IS-Net matte (rembg)")
-            soft, source, metrics = F.largest_component(self._matter.matte(rgb)), "rembg", {}
-        else:
-            hooks.report(0.2, "estimating the background from the border")
-            soft, metrics = F.colour_segment(rgb, s)
-            source = "border_colour_grabcut"
-        fraction = F.check_object(soft, s)
-        image, cut_alpha = F.centre_and_scale(rgb, soft, s.size, s.object_size)
-        metrics.update({"mask_source": source, "mask_area_fraction": round(fraction, 5), "input_width": w,
-                        "input_height": h})
-        return SegmentOutputs(F.quantize8(image), F.quantize8(cut_alpha), metrics)
+    @classmethod
+    def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> SegmentInputs:
+        """The photo's path."""
+        return SegmentInputs(path=input_path)
 
     def save(self, outputs: SegmentOutputs, directory: Path) -> dict[str, str]:
         """Write ``cutout.png`` (RGBA, 8 bit)."""

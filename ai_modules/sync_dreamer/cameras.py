@@ -1,7 +1,7 @@
 """The 16 target cameras of SyncDreamer and the projection helpers its volumes use.
 
-The original reads them from `meta_info/camera-16.pkl`; here they are rebuilt in code
-(one ring at elevation 30 deg, azimuth 22.5 deg * i, distance 1.5, K = [[280,0,128],[0,280,128],[0,0,1]])
+The original reads them from `meta_info/camera-16.pkl`; here they are rebuilt in code from
+`ai_modules.cameras.SYNCDREAMER_RING` (elevation 30 deg, azimuth 22.5 deg * i, distance 1.5, fx = fy = 280 at 256 px)
 so that a model can be built without any file. They only seed the model's buffers: loading a
 checkpoint overwrites `poses`, `Ks` and `azimuth` with the pickle's exact values (which differ
 from these by ~1e-7).
@@ -16,8 +16,7 @@ import math
 import numpy as np
 import torch
 
-from ..cameras import ring_cameras
-from .config import TARGET_ELEVATION_DEG, VIEW_NUM
+from ..cameras import SYNCDREAMER_RING
 
 
 def camera16() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -28,8 +27,9 @@ def camera16() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         Ks: [16,3,3] float32 intrinsics for 256x256 images.
         azimuth: [16] float32 radians, wrapped into [-pi, pi) as the original's buffer.
     """
-    azimuths_deg = [22.5 * i for i in range(VIEW_NUM)]
-    viewmats, ks = ring_cameras(azimuths_deg, TARGET_ELEVATION_DEG, 256, distance=1.5)
+    ring = SYNCDREAMER_RING
+    azimuths_deg = list(ring.azimuths)
+    viewmats, ks = ring.cameras()
     poses = torch.tensor(viewmats[:, :3, :4], dtype=torch.float32)
     az = np.asarray([math.radians(a) for a in azimuths_deg], np.float32)
     az = (az + np.pi) % (2 * np.pi) - np.pi

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..cameras import SYNCDREAMER_RING
+
 # Constants the original code hard-codes (SYNCDREAMER_SPEC.md section 8).
-VIEW_NUM = 16                       # target views
+VIEW_NUM = len(SYNCDREAMER_RING.azimuths)  # target views
 TIME_EMBED_DIM = 256                # volume-net time embedding
 VIEWPOINT_DIM = 4                   # [d_elevation, sin d_azimuth, cos d_azimuth, 0]
 TARGET_ENCODER_DIM = 16             # NoisyTargetViewEncoder run/output channels
@@ -25,7 +27,7 @@ ORIGIN_DEPTH = 1.5                  # camera distance to the origin
 VOLUME_IMAGE_SIZE = 256             # SpatialVolumeNet.input_image_size (not tied to image_size)
 LATENT_SCALE = 0.18215              # SD-1.x VAE latent scale factor
 CLIP_EMBED_DIM = 768                # CLIP image embedding / UNet context width
-TARGET_ELEVATION_DEG = 30.0         # elevation of the 16 target views
+TARGET_ELEVATION_DEG = SYNCDREAMER_RING.elevation  # elevation of the 16 target views
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 0.00085, 0.012   # "scaled linear" schedule
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

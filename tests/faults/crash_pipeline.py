@@ -1,6 +1,6 @@
 """A pipeline entry that pulls the plug: the real pipeline, with `kill -9` of the whole daemon at planned points.
 
-`worker.pipeline: tests.faults.crash_pipeline:run` with GLIMPSED_FAULT_PLAN=<dir> holding `plan.json`, a
+`worker.pipeline: tests.faults.crash_pipeline:CrashPipeline` with GLIMPSED_FAULT_PLAN=<dir> holding `plan.json`, a
 list of points `"<stage>:<point>"` taken in order, one per kill:
 
 - `boundary`: the stage is complete (artifacts and done marker written), the next has not started;
@@ -9,7 +9,7 @@ list of points `"<stage>:<point>"` taken in order, one per kill:
 - `save`: inside the stage, its artifacts written but not its done marker (a half-finished stage dir).
 
 Each kill is appended to `<dir>/kills.log` (fsynced) before SIGKILL goes to the process group — the
-daemon and all its workers at once, as a power cut would. `worker.pipeline: …:oom` instead kills only
+daemon and all its workers at once, as a power cut would. `worker.pipeline: …:OomPipeline` instead kills only
 the worker, for photos that carry OOM_MARK, every time, as the kernel's OOM killer would.
 """
 
@@ -76,25 +76,32 @@ def _install() -> None:
     pipeline_module.Pipeline._run_stage = _run_stage
 
 
-def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001 - pipeline entry
-    _install()
+class CrashPipeline:
+    """The real pipeline, killed at the planned points (the factory is the class)."""
 
-    def progress(stage: str, fraction: float, message: str) -> None:
-        if on_progress is not None:
-            on_progress(stage, fraction, message)
-        if fraction >= 1.0 and message.startswith("done in") and _next_point() == f"{stage}:boundary":
-            _kill(f"{stage}:boundary")
+    def __init__(self, settings, device=None, models_dir=None, vram_budget=None):  # noqa: ANN001 - the factory
+        self.inner = pipeline_module.open_pipeline(settings, device, models_dir, vram_budget)
 
-    return pipeline_module.run(input_path, settings, workdir, on_progress=progress, should_stop=should_stop, **kwargs)
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001 - the pipeline's run
+        _install()
+
+        def progress(stage: str, fraction: float, message: str) -> None:
+            if on_progress is not None:
+                on_progress(stage, fraction, message)
+            if fraction >= 1.0 and message.startswith("done in") and _next_point() == f"{stage}:boundary":
+                _kill(f"{stage}:boundary")
+
+        return self.inner.run(input_path, workdir, on_progress=progress, should_stop=should_stop)
 
 
 OOM_MARK = b"GLIMPSED-OOM-TEST"  # bytes after a JPEG's end marker: Pillow ignores them, this pipeline does not
 
 
-def oom(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001
+class OomPipeline(CrashPipeline):
     """The real pipeline, except that a photo carrying OOM_MARK kills its worker every time."""
-    original = next(Path(workdir, "input").glob("original.*"), None)
-    if original is not None and OOM_MARK in original.read_bytes():
-        _kill("oom", target="worker")
-    return pipeline_module.run(input_path, settings, workdir, on_progress=on_progress, should_stop=should_stop,
-                               **kwargs)
+
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001
+        original = next(Path(workdir, "input").glob("original.*"), None)
+        if original is not None and OOM_MARK in original.read_bytes():
+            _kill("oom", target="worker")
+        return self.inner.run(input_path, workdir, on_progress=on_progress, should_stop=should_stop)

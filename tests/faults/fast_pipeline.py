@@ -17,7 +17,17 @@ class FastResult:
         return {"pipeline_version": "fast-test", "device": "cpu", "stages": self.stages}
 
 
-def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001 - pipeline entry
+class FastPipeline:
+    """`worker.pipeline: tests.faults.fast_pipeline:FastPipeline` (the factory is the class)."""
+
+    def __init__(self, settings, device="cpu", models_dir=None, vram_budget=None):  # noqa: ANN001 - the factory
+        self.device = device
+
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001 - the pipeline's run
+        return run(input_path, workdir, on_progress)
+
+
+def run(input_path, workdir, on_progress=None):  # noqa: ANN001
     out = Path(workdir) / "export"
     out.mkdir(parents=True, exist_ok=True)
     outputs = {}

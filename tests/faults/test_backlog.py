@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.faults.conftest import audit, drop, make_photo, settled
 
-FAST_PIPELINE = {"worker": {"pipeline": "tests.faults.fast_pipeline:run"}}
+FAST_PIPELINE = {"worker": {"pipeline": "tests.faults.fast_pipeline:FastPipeline"}}
 
 
 def unique_png(i: int) -> bytes:

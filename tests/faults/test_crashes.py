@@ -17,7 +17,7 @@ from tests.faults.conftest import audit, drop, make_photo, settled
 from tests.faults.crash_pipeline import OOM_MARK
 
 PHOTOS = 4  # b, r, b, s, b, r: three boundary kills each end a photo's stage, the fourth photo takes the last kill
-CRASH = {"worker": {"pipeline": "tests.faults.crash_pipeline:run"}}
+CRASH = {"worker": {"pipeline": "tests.faults.crash_pipeline:CrashPipeline"}}
 
 
 @pytest.mark.slow
@@ -66,7 +66,7 @@ def test_photo_that_kills_its_worker_every_time_ends_in_failed(daemon, record, t
     plan_dir = tmp_path / "plan"
     plan_dir.mkdir()
     rec = record("worker killed (OOM killer) on every attempt of one photo, beside a good one")
-    d = daemon({"worker": {"pipeline": "tests.faults.crash_pipeline:oom"}, "jobs": {"max_attempts": 2}},
+    d = daemon({"worker": {"pipeline": "tests.faults.crash_pipeline:OomPipeline"}, "jobs": {"max_attempts": 2}},
                {"GLIMPSED_FAULT_PLAN": str(plan_dir)})
     drop(d.inbox, "hog.jpg", make_photo(1) + OOM_MARK)
     drop(d.inbox, "fine.jpg", make_photo(2))

@@ -79,7 +79,7 @@ def test_killed_submit_does_not_block_its_file(tmp_path, record):
     rec = record("`submit` killed mid-job (SIGKILL), submitted again; no inbox folder exists")
     gate = tmp_path / "gate"
     gate.mkdir()
-    d = DaemonProcess(tmp_path, merge(FAST, {"worker": {"pipeline": "tests.integration.gated_pipeline:run"}}),
+    d = DaemonProcess(tmp_path, merge(FAST, {"worker": {"pipeline": "tests.integration.gated_pipeline:GatedPipeline"}}),
                       {"GLIMPSED_TEST_GATE": str(gate), "GLIMPSED_TEST_GATE_AFTER": "segment"})
     d.inbox.rmdir()
     photo = tmp_path / "mug.jpg"

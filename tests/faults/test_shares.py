@@ -12,7 +12,7 @@ import pytest
 
 from tests.faults.conftest import audit, drop, make_photo, settled
 
-GATED = {"worker": {"pipeline": "tests.integration.gated_pipeline:run"}}
+GATED = {"worker": {"pipeline": "tests.integration.gated_pipeline:GatedPipeline"}}
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 The real weights are not needed: `ai_modules.diffusion.tiny` writes the three models in
 their real layouts, so the CUDA loading path (Lightning state dict straight onto the GPU,
-fp16, the VAE's fp32 upcast, model CPU offload) is the one the daemon uses.
+fp16, the VAE's fp32 upcast, sequential CPU offload) is the one the daemon uses.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_low_memory_offloads_and_matches(models_dir):
     light = EnhanceService("cuda", models_dir=models_dir, resolution=64, low_memory=True)
     a = np.asarray(plain.enhance(image, depth, seed=3), np.float32)
     b = np.asarray(light.enhance(image, depth, seed=3), np.float32)
-    assert light.pipeline.unet.device.type == "cpu"  # back on the CPU between calls
+    assert light.pipeline.unet.device.type in ("cpu", "meta")  # weights kept off the GPU (sequential offload)
     assert np.abs(a - b).mean() < 1.0
     tiled = EnhanceService("cuda", models_dir=models_dir, low_memory=True)  # 1024 px through 64 px VAE tiles
     assert tiled.pipeline.vae.use_tiling

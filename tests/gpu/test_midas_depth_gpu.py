@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
 from ai_modules.midas_depth import (
     DepthEstimator,
@@ -19,45 +18,19 @@ from ai_modules.midas_depth import (
     estimate_depth,
     estimate_depth_confidence,
 )
+from tests.tiny_models import tiny_dpt, tiny_processor
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 SIZE = 64
 
 
-def tiny_dpt(seed: int, hybrid: bool) -> DPTForDepthEstimation:
-    """As in tests/unit/ai_modules/test_midas_depth.py: positive, varied output (He-initialised convolutions)."""
-    torch.manual_seed(seed)
-    common = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, image_size=SIZE,
-                  fusion_hidden_size=16, use_auxiliary_head=False)
-    if hybrid:
-        config = DPTConfig(**common, num_hidden_layers=2, patch_size=16, is_hybrid=True,
-                           backbone_out_indices=[0, 1, 0, 1], neck_hidden_sizes=[8, 16, 32, 32],
-                           backbone_featmap_shape=[1, 32, SIZE // 16, SIZE // 16],
-                           backbone_config=dict(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1],
-                                                hidden_sizes=[8, 16, 32], embedding_size=8, num_groups=2,
-                                                out_features=["stage1", "stage2", "stage3"],
-                                                embedding_dynamic_padding=True))
-    else:
-        config = DPTConfig(**common, num_hidden_layers=4, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
-                           neck_hidden_sizes=[8, 8, 16, 16], reassemble_factors=[4, 2, 1, 0.5])
-    model = DPTForDepthEstimation(config).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                module.weight.normal_(0.0, (2.0 / module.weight[0].numel()) ** 0.5)
-        model.head.head[-2].weight.mul_(0.2)
-        model.head.head[-2].bias.fill_(1.0)
-    return model
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["vit", "hybrid"])
 def models_dir(request, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hybrid" if request.param else "vit")
     snapshot = root / "depth" / "dpt-hybrid-midas"
-    tiny_dpt(0, request.param).save_pretrained(snapshot)
-    DPTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3,
-                      image_std=[0.5] * 3).save_pretrained(snapshot)
+    tiny_dpt(0, hybrid=request.param, size=SIZE, reassemble=(4, 2, 1, 0.5)).save_pretrained(snapshot)
+    tiny_processor(SIZE).save_pretrained(snapshot)
     return root
 
 

@@ -1,6 +1,6 @@
 """A pipeline entry for daemon tests: the real pipeline, held at a stage boundary until a gate opens.
 
-`worker.pipeline: tests.integration.gated_pipeline:run` with GLIMPSED_TEST_GATE=<dir> and
+`worker.pipeline: tests.integration.gated_pipeline:GatedPipeline` with GLIMPSED_TEST_GATE=<dir> and
 GLIMPSED_TEST_GATE_AFTER=<stage>: after that stage is done the worker writes `<dir>/reached`
 and waits (still honouring should_stop) until `<dir>/open` exists. Every stage start is
 appended to `<dir>/stages.log` so tests can count how often each stage really ran.
@@ -12,10 +12,23 @@ import os
 import time
 from pathlib import Path
 
-from ai_modules.pipeline import run as real_run
+from ai_modules.pipeline import open_pipeline
 
 
-def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwargs):  # noqa: ANN001 - pipeline entry
+class GatedPipeline:
+    """`worker.pipeline: tests.integration.gated_pipeline:GatedPipeline`: the real pipeline, held back at a gate."""
+
+    def __init__(self, settings, device=None, models_dir=None, vram_budget=None):  # noqa: ANN001 - the factory
+        self.inner = open_pipeline(settings, device, models_dir, vram_budget)
+
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001 - the pipeline's run
+        return run(self.inner, input_path, workdir, on_progress, should_stop)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def run(pipeline, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001
     gate = Path(os.environ["GLIMPSED_TEST_GATE"])
     after = os.environ.get("GLIMPSED_TEST_GATE_AFTER", "")
     finished: list[str] = []
@@ -36,4 +49,4 @@ def run(input_path, settings, workdir, on_progress=None, should_stop=None, **kwa
                 time.sleep(0.05)
         return should_stop()
 
-    return real_run(input_path, settings, workdir, on_progress=progress, should_stop=gated_should_stop, **kwargs)
+    return pipeline.run(input_path, workdir, on_progress=progress, should_stop=gated_should_stop)

@@ -126,7 +126,7 @@ def test_kill_9_mid_job_then_restart_finishes_once(start_daemon, photo, tmp_path
     gate = tmp_path / "gate"
     gate.mkdir()
     env = {"GLIMPSED_TEST_GATE": str(gate), "GLIMPSED_TEST_GATE_AFTER": "depth"}
-    pipeline = {"worker": {"pipeline": "tests.integration.gated_pipeline:run"}}
+    pipeline = {"worker": {"pipeline": "tests.integration.gated_pipeline:GatedPipeline"}}
     d = start_daemon(pipeline, env)
     seen_incomplete = []
     watching = threading.Event()
@@ -167,7 +167,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(start_daemon, photo, tmp_path, ta
     gate = tmp_path / "gate"
     gate.mkdir()
     env = {"GLIMPSED_TEST_GATE": str(gate), "GLIMPSED_TEST_GATE_AFTER": "segment"}
-    pipeline = {"worker": {"pipeline": "tests.integration.gated_pipeline:run"}}
+    pipeline = {"worker": {"pipeline": "tests.integration.gated_pipeline:GatedPipeline"}}
     d = start_daemon(pipeline, env)
     drop(d.inbox, "teapot.jpg", photo(10))
     d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
@@ -190,7 +190,7 @@ def test_cancel_a_running_job(start_daemon, photo, tmp_path):
     gate = tmp_path / "gate"
     gate.mkdir()
     env = {"GLIMPSED_TEST_GATE": str(gate), "GLIMPSED_TEST_GATE_AFTER": "segment"}
-    d = start_daemon({"worker": {"pipeline": "tests.integration.gated_pipeline:run"}}, env)
+    d = start_daemon({"worker": {"pipeline": "tests.integration.gated_pipeline:GatedPipeline"}}, env)
     drop(d.inbox, "clock.jpg", photo(11))
     d.wait_for(lambda: (gate / "reached").exists(), "the job to reach the gate")
     (job,) = d.jobs("running")

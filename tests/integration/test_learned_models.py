@@ -1,8 +1,9 @@
 """The daemon with SyncDreamer's files in `paths.models`: its views are what the job is built from, and the
-manifest says so. A tiny random-weight checkpoint (with its sizes beside it) stands in for the real one."""
+manifest says so, with the checkpoint's sha256. A tiny random-weight checkpoint (with its sizes beside it) stands in for the real one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from tests.tiny_models import write_tiny_syncdreamer
@@ -24,4 +25,10 @@ def test_the_daemon_uses_syncdreamer_when_its_checkpoint_is_present(start_daemon
     assert stages["multiview"]["model_files"][0]["path"] == str(checkpoint)
     assert stages["depth"]["backend"] == "inflation"                     # no DPT files: the embedded one, and why
     assert "dpt weights not found" in stages["depth"]["reason"]
-    assert stages["reconstruct"]["metrics"]["initial_from"] == "visual hull"
+    assert stages["reconstruct"]["metrics"]["initial_from"] == "visible hull"
+    # the result's identity: the effective settings and every model file, by content
+    assert manifest["settings"]["multiview"]["steps"] == 2 and manifest["settings"]["segment"]["size"] == 128
+    (model,) = manifest["models"]
+    assert model["stage"] == "multiview" and model["name"] == "syncdreamer-pretrain"
+    assert model["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert model["bytes"] == checkpoint.stat().st_size

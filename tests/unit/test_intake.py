@@ -200,3 +200,33 @@ def test_a_waiting_file_removed_by_its_owner_leaves_the_listing(make):
     assert [t.outcome for t in settle(intake)] == ["waiting"]
     (root / "inbox" / "cut.png").unlink()
     assert intake.summary()["waiting"] == 0 and intake.summary()["files"] == []
+
+
+def test_a_redropped_photo_runs_again_after_a_settings_change_or_a_new_model(make):
+    from tests.tiny_models import write_tiny_syncdreamer
+
+    build, settle, root, clock = make
+
+    def done(taken):  # noqa: ANN001
+        store.claim("w:1", 60, job_id=taken.job.id)
+        store.finish(taken.job.id, "w:1", str(root / "outbox" / taken.job.id), {})
+        clock[0] += 11
+
+    intake, store = build()
+    (root / "inbox" / "a.png").write_bytes(png())
+    (first,) = settle(intake)
+    done(first)
+    intake, store = build(**{"pipeline.segment.size": "256"})    # the default, spelled as the environment does
+    (root / "inbox" / "b.png").write_bytes(png())
+    (same,) = settle(intake)
+    assert same.outcome == "skipped" and same.job.config_hash == first.job.config_hash
+    intake, store = build(**{"pipeline.segment.size": "320"})
+    (root / "inbox" / "c.png").write_bytes(png())
+    (changed,) = settle(intake)
+    assert changed.outcome == "queued" and changed.job.config_hash != first.job.config_hash
+    done(changed)
+    write_tiny_syncdreamer(root / "models")                       # a newly pulled model changes the result
+    intake, store = build(**{"pipeline.segment.size": "320"})
+    (root / "inbox" / "d.png").write_bytes(png())
+    (pulled,) = settle(intake)
+    assert pulled.outcome == "queued" and pulled.job.config_hash == changed.job.config_hash

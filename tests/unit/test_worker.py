@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,9 @@ class FakePipeline:
         self.errors = list(errors)
         self.calls = 0
 
-    def __call__(self, input_path, settings, workdir, on_progress=None, should_stop=None, models_dir=None):
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):
         self.calls += 1
-        assert Path(input_path).exists() and settings["device"] == "cpu"
-        assert models_dir is not None and Path(models_dir).name == "models"     # the daemon's paths.models
+        assert Path(input_path).exists()
         on_progress("segment", 0.0, "start")
         if self.errors:
             raise self.errors.pop(0)
@@ -122,9 +122,9 @@ def test_timeout_fails_the_job(env):
     add()
 
     class Slow(FakePipeline):
-        def __call__(self, *a, **kw):
+        def run(self, *a, **kw):
             clock[0] += config.jobs.timeout_seconds + 1
-            return super().__call__(*a, **kw)
+            return super().run(*a, **kw)
 
     job = worker(Slow()).loop(now=clock[0])
     assert job.state == "failed" and job.error_type == "JobTimeout"
@@ -237,3 +237,42 @@ def test_bad_input_advice_does_not_suggest_retry(env):
                                                                        " background"))).loop(now=clock[0])
     hint = json.loads((root / "failed" / "chair.jpg.error.json").read_text())["hint"]
     assert hint.startswith("Photograph the object") and "would fail the same way" in hint
+
+
+OPENED: list[tuple] = []
+
+
+class CountingPipeline(FakePipeline):
+    """A `worker.pipeline` factory that records each time a worker opens it; its runs log as ai_modules does."""
+
+    def __init__(self, settings, device=None, models_dir=None, vram_budget=None):  # noqa: ANN001
+        super().__init__()
+        OPENED.append((settings["segment"]["size"], device, models_dir, vram_budget))
+
+    def run(self, input_path, workdir, on_progress=None, should_stop=None):  # noqa: ANN001
+        import logging
+
+        on_progress("segment", 0.0, "start")
+        logging.getLogger("ai_modules.pipeline").info("segment (fake): running")
+        return super().run(input_path, workdir, on_progress, should_stop)
+
+
+def test_a_worker_opens_its_pipeline_once_and_the_pipelines_logs_carry_the_job(env, capsys):
+    from glimpsed.logs import configure_logging
+
+    config, store, add, _, clock, root = env
+    config = dataclasses.replace(config, worker=dataclasses.replace(
+        config.worker, pipeline=f"{__name__}:CountingPipeline", vram_budget=12.0))
+    OPENED.clear()
+    configure_logging("json", "info")
+    w = Worker(config, store, device="cpu", clock=lambda: clock[0])
+    first, second = add("a.jpg"), add("b.jpg")
+    assert w.loop(now=clock[0]).state == "done" and w.loop(now=clock[0]).state == "done"
+    assert OPENED == [(256, "cpu", config.path("models"), 12 * 2**30)]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    pipeline_lines = [x for x in lines if x.get("logger") == "ai_modules.pipeline"]
+    assert [x["job_id"] for x in pipeline_lines] == [first.id, second.id]
+    assert all(x["stage"] == "segment" for x in pipeline_lines)
+    events = [e["event"] for e in store.events(first.id)]
+    assert "stage_finished" in events
+    w.close()

@@ -9,19 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_modules.diffusion.tiny import write_tiny_enhance_models
 from ai_modules.pipeline import run
-from test_midas_depth import save_snapshot, tiny_dpt
-from tests.tiny_models import write_tiny_syncdreamer
+from tests.tiny_models import write_tiny_learned_models
 
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    save_snapshot(root, tiny_dpt())
-    write_tiny_enhance_models(root)
-    write_tiny_syncdreamer(root)
-    return root
+    return write_tiny_learned_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def test_auto_takes_the_present_models_and_the_record_says_so(disc_png, tmp_path
     assert stages["multiview"].model_files[0]["path"] == str(models_dir / "syncdreamer" / "syncdreamer-pretrain.ckpt")
     assert stages["depth"].backend == "dpt" and "dpt model files found" in stages["depth"].reason
     assert stages["depth"].model_files[0]["bytes"] > 0
-    assert stages["reconstruct"].metrics["initial_from"] == "visual hull" and stages["reconstruct"].metrics["depth_term"]
+    assert stages["reconstruct"].metrics["initial_from"] == "visible hull" and stages["reconstruct"].metrics["depth_term"]
     assert stages["enhance"].backend == "sdxl_lightning" and stages["enhance"].metrics["views"] == 16
     work = tmp_path / "job"
     assert (work / "multiview" / "view_15.png").is_file() and not (work / "multiview" / "relief.ply").exists()

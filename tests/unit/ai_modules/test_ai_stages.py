@@ -16,7 +16,7 @@ from ai_modules.depth.stage import DepthStage
 from ai_modules.enhance import EnhanceInputs, EnhanceStage, match_colours
 from ai_modules.errors import ModelNotAvailable
 from ai_modules.multiview import MultiviewInputs, MultiviewStage, relief_object
-from ai_modules.multiview.stage import RING_AZIMUTHS
+from ai_modules.cameras import SYNCDREAMER_RING
 from ai_modules.pipeline import Pipeline
 from ai_modules.reconstruct.quality import input_view_quality, ring_closure
 from ai_modules.reconstruct.stage import ReconstructInputs, ReconstructStage, relief_iterations
@@ -117,7 +117,7 @@ def test_reconstruct_without_a_relief_starts_from_the_visual_hull(relief_views):
     stage = ReconstructStage(settings(reconstruct={"iterations": 10, "size": 48}).reconstruct)
     stage.load("cpu")
     out = stage.run(ReconstructInputs(hull_views, depth))
-    assert out.metrics["initial_from"] == "visual hull" and out.metrics["densify"] == "default"
+    assert out.metrics["initial_from"] == "visible hull" and out.metrics["densify"] == "default"
 
 
 def test_classical_enhance_pulls_colours_toward_the_photo(relief_views):
@@ -150,7 +150,9 @@ def test_match_colours_only_touches_the_object():
 
 def test_enhance_auto_is_none_while_refine_is_none_and_refine_passes_through(relief_views):
     _, views = relief_views
-    stage = Pipeline(settings(), "cpu").build("enhance")
+    pipeline = Pipeline(settings(), "cpu")
+    pipeline.choose()
+    stage = pipeline.stage("enhance")
     assert stage.backend == "none" and "refine.backend is none" in stage.reason
     out = stage.run(EnhanceInputs(views.gaussians, views))
     assert out.views is None and stage.save(out, Path("/nonexistent")) == {}
@@ -187,4 +189,4 @@ def _views(image: np.ndarray, alpha: np.ndarray, viewmat: np.ndarray, k: np.ndar
 
 
 def test_ring_azimuths_are_syncdreamers():
-    assert RING_AZIMUTHS == tuple(22.5 * i for i in range(16))
+    assert SYNCDREAMER_RING.azimuths == tuple(22.5 * i for i in range(16))

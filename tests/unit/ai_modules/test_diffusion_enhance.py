@@ -86,6 +86,19 @@ def test_same_seed_same_image_other_seed_other_image(service):
     assert np.abs(first - other).mean() > 1.0
 
 
+def test_views_in_one_batch_come_out_as_one_by_one(service):
+    (a, depth_a), (b, _) = view_and_depth(), view_and_depth()
+    b = b[:, ::-1].copy()                                          # another view, the same size
+    depth_b = depth_a.max() - depth_a
+    single = [as_array(service.enhance(x, d, "a mug", seed=5)) for x, d in ((a, depth_a), (b, depth_b))]
+    batched = [as_array(x) for x in service.enhance_many([a, b], [depth_a, depth_b], "a mug", seed=5, batch_size=2)]
+    for one, many in zip(single, batched):
+        assert np.abs(one - many).max() <= 2.0                      # 8-bit rounding of batched kernels at most
+    assert np.abs(batched[0] - batched[1]).mean() > 1.0
+    with pytest.raises(InputError, match="one size"):
+        service.enhance_many([a, a[:-1]], [depth_a, depth_a[:-1]])
+
+
 def test_the_unet_holds_the_lightning_weights_not_the_base_ones(service, models_dir):
     from safetensors.torch import load_file
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+from transformers import DPTForDepthEstimation, DPTImageProcessor
 
 from ai_modules.errors import FormatError, ModelNotAvailable
 from ai_modules.midas_depth import (
@@ -30,54 +30,7 @@ from ai_modules.midas_depth.functional import (
     depth_span,
     discontinuity_term,
 )
-
-SIZE = 32                                   # the tiny model's input size (the real one: 384)
-
-
-def tiny_dpt(seed: int = 0, *, symmetric: bool = False, hybrid: bool = False) -> DPTForDepthEstimation:
-    """A tiny DPT with an output that is positive and varied (random init gives ~1e-9 and ReLU zeros).
-
-    `symmetric`: convolution kernels mirrored and position embeddings zero, which makes the
-    model exactly equivariant to horizontal flips (with reassemble factors >= 1).
-    """
-    torch.manual_seed(seed)
-    common = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, image_size=SIZE,
-                  fusion_hidden_size=16, use_auxiliary_head=False)
-    if hybrid:   # the real model's layout: a BiT backbone (output stride 16) feeding a ViT
-        config = DPTConfig(**common, num_hidden_layers=2, patch_size=16, is_hybrid=True,
-                           backbone_out_indices=[0, 1, 0, 1], neck_hidden_sizes=[8, 16, 32, 32],
-                           backbone_featmap_shape=[1, 32, SIZE // 16, SIZE // 16],
-                           backbone_config=dict(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1],
-                                                hidden_sizes=[8, 16, 32], embedding_size=8, num_groups=2,
-                                                out_features=["stage1", "stage2", "stage3"],
-                                                embedding_dynamic_padding=True))
-    else:
-        config = DPTConfig(**common, num_hidden_layers=4, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
-                           neck_hidden_sizes=[8, 8, 16, 16], reassemble_factors=[4, 2, 1, 1])
-    model = DPTForDepthEstimation(config).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                module.weight.normal_(0.0, (2.0 / module.weight[0].numel()) ** 0.5)
-                if symmetric:
-                    module.weight.copy_((module.weight + module.weight.flip(-1)) / 2)
-        if symmetric:
-            model.dpt.embeddings.position_embeddings.zero_()
-        last = model.head.head[-2]
-        last.weight.mul_(0.2)
-        last.bias.fill_(1.0)
-    return model
-
-
-def tiny_processor() -> DPTImageProcessor:
-    return DPTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-
-
-def save_snapshot(root: Path, model: DPTForDepthEstimation) -> Path:
-    snapshot = root / "depth" / "dpt-hybrid-midas"
-    model.save_pretrained(snapshot)
-    tiny_processor().save_pretrained(snapshot)
-    return root
+from tests.tiny_models import save_snapshot, tiny_dpt
 
 
 @pytest.fixture(scope="module")
