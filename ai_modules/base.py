@@ -184,9 +184,7 @@ class Stage:
 
     def choose(self, unused: str | None = None) -> None:
         """(Re)pick the backend for the files on disk now (`auto` takes a learned one once its files appear)."""
-        self.backend, self.reason = resolve_backend(self.name, self.settings.backend, self.models_dir)
-        if unused and self.settings.backend == "auto":
-            self.backend, self.reason = "none", f"{unused}; {self.reason}"
+        self.backend, self.reason = choose_backend(self.name, self.settings.backend, self.models_dir, unused)
 
     @property
     def impl(self) -> Backend | None:
@@ -280,6 +278,15 @@ def resolve_backend(stage: str, requested: str, models_dir: Path | None = None) 
         missing.append(f"{learned} weights not found ({', '.join(str(m.path) for m in absent)})")
     embedded = EMBEDDED_BACKENDS[stage]
     return embedded, "; ".join(missing) + "; embedded backend" if missing else "embedded backend (no learned one)"
+
+
+def choose_backend(stage: str, requested: str, models_dir: Path | None, unused: str | None) -> tuple[str, str]:
+    """`resolve_backend`, except that `auto` means `none` when the stage's outputs would go unused (`unused`
+    says why)."""
+    backend, reason = resolve_backend(stage, requested, models_dir)
+    if unused and requested == "auto":
+        return "none", f"{unused}; {reason}"
+    return backend, reason
 
 
 def check_array(name: str, value: Any, ndim: int, dtype: Any = None, channels: int | None = None) -> None:

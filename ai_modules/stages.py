@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import resolve_backend
+from .base import choose_backend, resolve_backend
 from .backends import models_of
 from .model_cache import identify
 from .models import model_status
@@ -63,14 +63,8 @@ def unused_reasons(settings: PipelineSettings, models_dir: Path | None) -> dict[
 def chosen_backends(settings: PipelineSettings, models_dir: Path | None) -> dict[str, tuple[str, str]]:
     """Per stage, the backend a job would run now and why (what `Stage.choose` decides, without building it)."""
     unused = unused_reasons(settings, models_dir)
-    out = {}
-    for s in STAGES:
-        requested = getattr(settings, s.name).backend
-        backend, reason = resolve_backend(s.name, requested, models_dir)
-        if unused[s.name] and requested == "auto":
-            backend, reason = "none", f"{unused[s.name]}; {reason}"
-        out[s.name] = (backend, reason)
-    return out
+    return {s.name: choose_backend(s.name, getattr(settings, s.name).backend, models_dir, unused[s.name])
+            for s in STAGES}
 
 
 def model_identity(settings: PipelineSettings, models_dir: Path | None) -> list[dict[str, Any]]:
