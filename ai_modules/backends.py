@@ -3,7 +3,7 @@
 Standard library only, so that settings validation, `glimpsed models` and the daemon's light
 process can list backends without importing torch. Each line names the stage, the backend, the
 class that implements it (imported only when a pipeline builds it) and the model files it needs
-(names in `ai_modules.models`; none for embedded backends). Everything else is derived from this
+(names in `ai_modules.models`; none for embedded backends) and those it uses when present. Everything else is derived from this
 table: the values `pipeline.<stage>.backend` accepts, what `auto` picks (the learned backends in
 table order whose files are all present, else the stage's one embedded backend), which stages may
 be switched off (those with a `none` line) and which files `models pull <backend>` fetches.
@@ -28,12 +28,15 @@ class BackendSpec:
         name: the value of `pipeline.<stage>.backend`, e.g. "dpt".
         impl: ``"module:Class"`` of its `Backend` class; "" for `none` (the stage passes its input on).
         models: the model files it needs (all of them); empty for embedded backends.
+        optional: model files it uses when they are present and does without otherwise (an embedded
+            backend with optional files stays embedded: `auto` takes it either way).
     """
 
     stage: str
     name: str
     impl: str
     models: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
     @property
     def learned(self) -> bool:
@@ -54,6 +57,7 @@ BACKENDS: tuple[BackendSpec, ...] = (
                 ("sdxl-base", "sdxl-lightning-4step-unet", "controlnet-depth-sdxl")),
     BackendSpec("enhance", "classical", "ai_modules.enhance.backends:Classical"),
     BackendSpec("enhance", "none", ""),
+    BackendSpec("refine", "mvcrm", "ai_modules.refine.backends:MVCRM", optional=("dinov2", "dpt-hybrid-midas")),
     BackendSpec("refine", "none", ""),
     BackendSpec("export", "inria", "ai_modules.export.stage:Inria"),
 )
@@ -93,8 +97,9 @@ def optional(stage: str) -> bool:
 
 
 def models_of(backend: str) -> tuple[str, ...]:
-    """The model files backend `backend` needs (by name; backend names are unique across stages)."""
-    return next((b.models for b in BACKENDS if b.name == backend), ())
+    """The model files backend `backend` needs or uses when present (by name; backend names are unique across
+    stages): what `models pull <backend>` fetches and what a result's identity stats."""
+    return next((b.models + b.optional for b in BACKENDS if b.name == backend), ())
 
 
 def import_impl(impl: str) -> Any:

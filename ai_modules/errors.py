@@ -12,6 +12,7 @@ Tree::
     ├── PipelineStopped       `should_stop()` returned True at a stage boundary
     ├── ModelNotAvailable     a learned backend's weights are not on disk
     ├── FormatError           a file (e.g. a .ply) does not have the expected layout
+    │   └── FeatureModelError a DINOv2 feature-model folder cannot be loaded (names the folder)
     └── StageFailed           an unexpected error inside a stage (cause chained)
 """
 
@@ -96,6 +97,23 @@ class ModelNotAvailable(AIModuleError):
 
 class FormatError(AIModuleError):
     """A file does not have the layout its reader expects (truncated, wrong header...)."""
+
+
+class FeatureModelError(FormatError):
+    """A feature-model folder (timm layout: ``config.json`` + ``model.safetensors``) cannot be loaded.
+
+    A `FormatError` of its own so that a caller can tell a broken feature model from other broken files.
+
+    Args:
+        folder: the model folder.
+        problem: what is wrong, e.g. "config.json is not valid JSON (...)".
+        fix: what to do about it, e.g. "run `glimpsed models pull dinov2`".
+    """
+
+    def __init__(self, folder: str, problem: str, fix: str) -> None:
+        self.folder = folder
+        self.problem = problem
+        super().__init__(f"feature model folder {folder}: {problem}; {fix}")
 
 
 class StageFailed(AIModuleError):

@@ -16,6 +16,7 @@ Layout under ``models_dir`` (the daemon's config decides where that is)::
       enhance/sdxl-base/           stabilityai/stable-diffusion-xl-base-1.0 snapshot
       enhance/sdxl-lightning/sdxl_lightning_4step_unet.safetensors
       enhance/controlnet-depth-sdxl/   diffusers/controlnet-depth-sdxl-1.0 snapshot
+      refine/dinov2/               timm/vit_small_patch14_dinov2.lvd142m (config.json + model.safetensors)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import BACKENDS
+from .backends import BACKENDS, models_of
 from .errors import ModelNotAvailable
 
 
@@ -82,10 +83,12 @@ _PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
      "huggingface.co/ByteDance/SDXL-Lightning (sdxl_lightning_4step_unet.safetensors)"),
     ("enhance", "sdxl_lightning", "controlnet-depth-sdxl", "enhance/controlnet-depth-sdxl", "dir", "config.json",
      "huggingface.co/diffusers/controlnet-depth-sdxl-1.0"),
+    ("refine", "mvcrm", "dinov2", "refine/dinov2", "dir", "config.json",
+     "huggingface.co/timm/vit_small_patch14_dinov2.lvd142m"),
 )
 _PLAN_BY_NAME = {row[2]: row for row in _PLAN}
-#: The model files each learned backend needs (all of them), by name in the plan above (from the registry).
-BACKEND_MODELS: dict[str, tuple[str, ...]] = {b.name: b.models for b in BACKENDS if b.models}
+#: The model files each backend needs or uses when present, by name in the plan above (from the registry).
+BACKEND_MODELS: dict[str, tuple[str, ...]] = {b.name: models_of(b.name) for b in BACKENDS if models_of(b.name)}
 
 
 def resolve_models_dir(models_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -184,9 +184,46 @@ class EnhanceSettings:
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """Settings of the `refine` stage (enhanced views back-projected into the Gaussians: MVCRM, to come)."""
+    """Settings of the `refine` stage (MVCRM: enhanced views back-projected into the Gaussians, where trusted)."""
 
     backend: str = _backend("refine")
+    rounds: int = field(default=40, metadata=_rule(
+        "int", "`mvcrm`: most back-projection rounds (cross-validation picks how many help)", lo=1, hi=200))
+    relaxation: float = field(default=0.8, metadata=_rule(
+        "float", "`mvcrm`: share of each Gaussian's mean trusted residual applied per round (SART's lambda)",
+        lo=0.05, hi=1.9))
+    prior: float = field(default=1.0, metadata=_rule(
+        "float", "`mvcrm`: pull towards the fitted colour, in median Gaussian contributions (0: plain SART)",
+        lo=0.0, hi=100.0))
+    opacity_lr: float = field(default=0.03, metadata=_rule(
+        "float", "`mvcrm`: Adam step on the opacity logits per round (0: opacity is not refined)", lo=0.0, hi=0.5))
+    scale_lr: float = field(default=0.005, metadata=_rule(
+        "float", "`mvcrm`: Adam step on the log scales per round (0: scales are not refined)", lo=0.0, hi=0.5))
+    scale_trust: float = field(default=0.2, metadata=_rule(
+        "float", "`mvcrm`: most change of a log scale from the fit's (0.2: x0.82..x1.22)", lo=0.0, hi=1.0))
+    input_weight: float = field(default=4.0, metadata=_rule(
+        "float", "`mvcrm`: weight of the photo's pixels against one enhanced view's", lo=0.0, hi=100.0))
+    validation_every: int = field(default=4, metadata=_rule(
+        "int", "`mvcrm`: every n-th enhanced view is left out to choose the rounds (0: run all rounds)", lo=0, hi=16))
+    min_gain: float = field(default=0.01, metadata=_rule(
+        "float", "`mvcrm`: relative drop of the left-out views' error that counts as a gain", lo=0.0, hi=0.5))
+    agreement_tolerance: float = field(default=0.05, metadata=_rule(
+        "float", "`mvcrm`: mean colour difference (0..1) of a 3x3 patch below which two views agree", lo=0.0,
+        hi=1.0))
+    agreement_neighbours: int = field(default=4, metadata=_rule(
+        "int", "`mvcrm`: nearest other views each pixel is checked against (0: multi-view gate off)", lo=0, hi=15))
+    depth_gate: bool = field(default=True, metadata=_rule(
+        "bool", "`mvcrm`: check each enhanced view's monocular depth (needs the dpt-hybrid-midas files)"))
+    depth_tolerance: float = field(default=0.1, metadata=_rule(
+        "float", "`mvcrm`: allowed |aligned - rendered| depth, as a share of the view's depth range", lo=0.0,
+        hi=1.0))
+    feature_gate: bool = field(default=True, metadata=_rule(
+        "bool", "`mvcrm`: check DINOv2 patch features of enhanced vs rendered (needs the dinov2 files)"))
+    feature_threshold: float = field(default=0.6, metadata=_rule(
+        "float", "`mvcrm`: least cosine similarity of a patch's DINOv2 features", lo=-1.0, hi=1.0))
+    min_view_share: float = field(default=0.3, metadata=_rule(
+        "float", "`mvcrm`: a view whose gates keep less than this share of its covered pixels is skipped", lo=0.0,
+        hi=1.0))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class StageSpec:
         impl: ``"module:Class"`` of its `base.Stage` subclass (imported when a pipeline is built).
         off_when: ``(stage, backend, why)``: with `backend: auto`, the stage is `none` while that other stage
             runs that backend (its outputs would go unused).
+        auto_paths: with `backend: auto`, the stage runs only where the other stages' backends are one of these
+            paths (each a tuple of ``(stage, backend)``): where a benchmark measured a gain. None: everywhere.
+        auto_why: what that measurement was (for the record of a job where the stage stays off).
     """
 
     name: str
@@ -37,7 +40,18 @@ class StageSpec:
     needs: tuple[str, ...]
     impl: str
     off_when: tuple[str, str, str] | None = None
+    auto_paths: tuple[tuple[tuple[str, str], ...], ...] | None = None
+    auto_why: str = ""
 
+
+#: Where `refine: auto` runs MVCRM: the paths on which `benchmarks/bench_refine.py` measured a held-out gain
+#: (docs/refine.md). Views that are better than the renders and agree between views gain (+1.6 dB for true
+#: renders, +1.6 dB for blurred, compressed, colour-shifted ones); SDXL-Lightning's views are meant to be
+#: such views, and what of them is invented, the gates reject. The `classical` enhancer (colour matching
+#: and an unsharp mask) lost held-out PSNR on the SyncDreamer-like path, so it does not turn refine on.
+REFINE_GAINS: tuple[tuple[tuple[str, str], ...], ...] = ((("multiview", "syncdreamer"), ("enhance", "sdxl_lightning")),)
+REFINE_GAINS_WHY = ("bench_refine measured a held-out gain only with multiview syncdreamer and enhance "
+                    "sdxl_lightning (docs/refine.md)")
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("segment", SegmentSettings, (), "ai_modules.segment.stage:SegmentStage"),
@@ -47,17 +61,29 @@ STAGES: tuple[StageSpec, ...] = (
                                                "from the relief without a depth term")),
     StageSpec("reconstruct", ReconstructSettings, ("multiview", "depth"), "ai_modules.reconstruct.stage:ReconstructStage"),
     StageSpec("enhance", EnhanceSettings, ("multiview", "reconstruct"), "ai_modules.enhance.stage:EnhanceStage",
-              off_when=("refine", "none", "refine.backend is none, so nothing would use enhanced views")),
-    StageSpec("refine", RefineSettings, ("reconstruct", "enhance"), "ai_modules.refine.stage:RefineStage"),
+              off_when=("refine", "none", "refine does not run, so nothing would use enhanced views")),
+    StageSpec("refine", RefineSettings, ("multiview", "reconstruct", "enhance"), "ai_modules.refine.stage:RefineStage",
+              auto_paths=REFINE_GAINS, auto_why=REFINE_GAINS_WHY),
     StageSpec("export", ExportSettings, ("refine",), "ai_modules.export.stage:ExportStage"),
 )
 STAGE_BY_NAME: dict[str, StageSpec] = {s.name: s for s in STAGES}
 
 
 def unused_reasons(settings: PipelineSettings, models_dir: Path | None) -> dict[str, str | None]:
-    """Per stage, why its outputs would go unused with these settings and the files on disk now (None: used)."""
+    """Per stage, why `auto` means `none` for it with these settings and the files on disk now (None: it runs):
+    off the paths where it was measured to help (`auto_paths`), or its outputs would go unused (`off_when`,
+    judged after the first rule)."""
     raw = {s.name: resolve_backend(s.name, getattr(settings, s.name).backend, models_dir)[0] for s in STAGES}
-    return {s.name: s.off_when[2] if s.off_when and raw[s.off_when[0]] == s.off_when[1] else None for s in STAGES}
+    reasons: dict[str, str | None] = {s.name: None for s in STAGES}
+    for s in STAGES:
+        if s.auto_paths is not None and not any(all(raw[st] == b for st, b in path) for path in s.auto_paths):
+            here = ", ".join(f"{st} {raw[st]}" for st in dict.fromkeys(st for path in s.auto_paths for st, _ in path))
+            reasons[s.name] = f"{s.auto_why}; this job has {here}"
+    runs = {n: "none" if reasons[n] and getattr(settings, n).backend == "auto" else b for n, b in raw.items()}
+    for s in STAGES:
+        if s.off_when and runs[s.off_when[0]] == s.off_when[1]:
+            reasons[s.name] = s.off_when[2]
+    return reasons
 
 
 def chosen_backends(settings: PipelineSettings, models_dir: Path | None) -> dict[str, tuple[str, str]]:

@@ -65,6 +65,8 @@ REMOTES: dict[str, Remote] = {
     "sdxl-lightning-4step-unet": Remote("hf_file", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_unet.safetensors"),
     "controlnet-depth-sdxl": Remote("hf_snapshot", "diffusers/controlnet-depth-sdxl-1.0",
                                     allow=("config.json", "diffusion_pytorch_model.fp16.safetensors")),
+    "dinov2": Remote("hf_snapshot", "timm/vit_small_patch14_dinov2.lvd142m",
+                     allow=("config.json", "model.safetensors")),
 }
 
 

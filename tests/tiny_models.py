@@ -29,6 +29,22 @@ def write_tiny_syncdreamer(models_dir: Path, seed: int = 0) -> Path:
     return folder / "syncdreamer-pretrain.ckpt"
 
 
+def tiny_dinov2(directory: Path, seed: int = 0) -> Path:
+    """`directory/refine/dinov2/`: a ViT of timm's `vit_small_patch14_dinov2` family (14 px patches, one cls
+    token, layer scale) with 32 channels, 2 blocks and 70 px position embeddings instead of 384 / 12 / 518,
+    random weights, saved by timm's own `save_for_hf` in the hub repo's layout (``config.json`` with
+    `architecture`, `model_args`, `pretrained_cfg`, and ``model.safetensors``). Returns the folder."""
+    import timm
+    from timm.models import save_for_hf
+
+    folder = Path(directory) / "refine" / "dinov2"
+    torch.manual_seed(seed)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, embed_dim=32, depth=2, num_heads=2,
+                              img_size=70)
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder
+
+
 SIZE = 32                                   # the tiny DPT's input size (the real one: 384)
 
 

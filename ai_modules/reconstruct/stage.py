@@ -97,8 +97,8 @@ class Fit(Backend):
         s, kind, size = self.settings, torch.device(self.device).type, self.settings.size
         d = inputs.depth
         with_depth = bool(d.depth.size) and s.depth_weight > 0
-        ring = _resized(inputs.views.ring, d.depth if with_depth else None, d.confidence, size)
-        photo = _resized(inputs.views.input, d.input_depth[None] if with_depth else None, d.input_confidence[None],
+        ring = resized(inputs.views.ring, d.depth if with_depth else None, d.confidence, size)
+        photo = resized(inputs.views.input, d.input_depth[None] if with_depth else None, d.input_confidence[None],
                          size)
         parts = [ring] + [photo] * s.input_weight
         images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
@@ -137,7 +137,7 @@ def relief_iterations(device_type: str, num_gaussians: int) -> int:
     return int(min(max(round(RELIEF_GAUSSIAN_STEPS_CPU / max(num_gaussians, 1)), low), high))
 
 
-def _resized(views: Views, depth: np.ndarray | None, confidence: np.ndarray, size: int
+def resized(views: Views, depth: np.ndarray | None, confidence: np.ndarray, size: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(images, masks, depths with NaN where not confident (all NaN without depth), viewmats, Ks) at `size`."""
     scale = size / views.images.shape[2]

@@ -1,6 +1,9 @@
-"""The `refine` stage. MVCRM (back-projecting enhanced pixels into the Gaussians) comes in its own
-issue; until then the only backend is `none`, which passes the fitted Gaussians on unchanged and
-says so in the stage record."""
+"""The `refine` stage: the fitted Gaussians + enhanced views (+ the photo) -> the Gaussians to export.
+
+Backends: `mvcrm` (`backends.py`: trusted differences between the enhanced views and the renders
+back-projected into the Gaussians, `mvcrm.py`, through the gates of `gates.py`) and `none` (the fitted
+Gaussians as they are).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,16 @@ from typing import Any, ClassVar
 from ..base import Stage
 from ..enhance.stage import EnhanceOutputs
 from ..gaussians import Gaussians
+from ..multiview.stage import MultiviewOutputs
 
 
 @dataclass
 class RefineInputs:
-    """The fitted Gaussians and the enhanced views."""
+    """The fitted Gaussians, the enhanced views and the multiview stage's outputs (for the photo)."""
 
     gaussians: Gaussians
     enhanced: EnhanceOutputs
+    views: MultiviewOutputs | None = None
 
 
 @dataclass
@@ -30,20 +35,15 @@ class RefineOutputs:
 
 
 class RefineStage(Stage):
-    """Pass the Gaussians on (`none`)."""
+    """Refine the fitted Gaussians from the enhanced views (module docstring)."""
 
     name: ClassVar[str] = "refine"
     artifact: ClassVar[str] = "gaussians.ply"
 
-    def choose(self, unused: str | None = None) -> None:
-        """`none` is the only backend so far; the record says why."""
-        super().choose(unused)
-        self.reason = "skipped: MVCRM is not implemented yet; the reconstructed Gaussians are exported as they are"
-
     @classmethod
     def make_inputs(cls, input_path: Path, outputs: dict[str, Any]) -> RefineInputs:
-        """The reconstruct stage's Gaussians and the enhanced views."""
-        return RefineInputs(outputs["reconstruct"].gaussians, outputs["enhance"])
+        """The reconstruct stage's Gaussians, the enhanced views and the multiview outputs."""
+        return RefineInputs(outputs["reconstruct"].gaussians, outputs["enhance"], outputs.get("multiview"))
 
     def check_inputs(self, inputs: RefineInputs) -> None:
         """Raise ValueError unless Gaussians are given."""

@@ -20,7 +20,17 @@ NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
 
 
 def training_schedule() -> dict[str, torch.Tensor]:
-    """The model's persistent schedule buffers (`_init_schedule`), each [1000] float32, in registration order."""
+    """The model's persistent schedule buffers (`_init_schedule`), each [1000] float32, in registration order.
+
+    Always computed on the CPU, also inside a ``torch.device("meta")`` block (the model is built there): once
+    torch's Python meta kernels are loaded (timm and transformers import them), `cat` on the meta device rejects
+    the scalar CPU tensors that arithmetic on these values makes.
+    """
+    with torch.device("cpu"):
+        return _schedule()
+
+
+def _schedule() -> dict[str, torch.Tensor]:
     betas = torch.linspace(BETA_START ** 0.5, BETA_END ** 0.5, NUM_TRAIN_TIMESTEPS, dtype=torch.float32) ** 2
     alphas = 1.0 - betas
     alphas_cumprod = torch.cumprod(alphas, dim=0)

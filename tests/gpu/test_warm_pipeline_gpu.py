@@ -13,7 +13,7 @@ from PIL import Image
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-LEARNED = ("multiview", "depth", "enhance")
+LEARNED = ("multiview", "depth", "enhance", "refine")    # refine: mvcrm's depth gate (auto runs it after SDXL)
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,8 @@ def test_models_stay_on_the_gpu_between_jobs(photo, tmp_path, models_dir):
     for name in LEARNED:
         assert pipeline.stage(name).impl.cache.loads == 1 and second[name].load_s == 0.0
         assert second[name].peak_vram_mb is not None and second[name].residency == []
-    assert set(pipeline.residency.state()["resident"]) == {"syncdreamer", "dpt", "sdxl_lightning"}
+    assert set(pipeline.residency.state()["resident"]) == {"syncdreamer", "dpt", "sdxl_lightning", "mvcrm"}
+    assert second["refine"].backend == "mvcrm" and second["refine"].metrics["gates"]["depth"]["on"]
     assert next(pipeline.stage("depth").impl.model.model.parameters()).is_cuda
     pipeline.close()
 
@@ -66,7 +67,7 @@ def test_a_small_budget_moves_the_least_recently_used_model_to_cpu(photo, tmp_pa
     second = {s.name: s for s in pipeline.run(photo, tmp_path / "b").stages}
     assert any("syncdreamer moved to cuda" in m for m in second["multiview"].residency)
     assert all(pipeline.stage(n).impl.cache.loads == 1 for n in LEARNED)          # moved, never read again
-    assert pipeline.residency.state()["resident"] == ["sdxl_lightning"]
+    assert pipeline.residency.state()["resident"] == ["mvcrm"]
     assert not next(pipeline.stage("multiview").impl.model.model.parameters()).is_cuda
     pipeline.close()
 

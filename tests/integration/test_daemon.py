@@ -41,6 +41,19 @@ def test_copy_into_inbox_publishes_a_result(start_daemon, photo, mode):
     assert f"watching by {mode}" in status and "1 done" in status
 
 
+def test_refine_mvcrm_runs_in_the_daemon_and_the_manifest_says_what_its_gates_did(start_daemon, photo):
+    d = start_daemon({"pipeline": {"enhance": {"backend": "classical", "size": 64},
+                                   "refine": {"backend": "mvcrm", "rounds": 2}}})
+    drop(d.inbox, "vase.jpg", photo(3))
+    d.wait_jobs("done", 1)
+    manifest = json.loads((d.outbox / "vase" / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["enhance"]["backend"] == "classical" and stages["refine"]["backend"] == "mvcrm"
+    gates = stages["refine"]["metrics"]["gates"]
+    assert gates["multiview"]["on"] and not gates["features"]["on"] and "models pull dinov2" in gates["features"]["why"]
+    assert manifest["settings"]["refine"]["rounds"] == 2
+
+
 def test_slow_chunked_write_is_not_taken_early(start_daemon, photo):
     d = start_daemon({"watch": {"stability_seconds": 1.5}})
     data = photo(2)

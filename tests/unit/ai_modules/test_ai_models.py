@@ -16,7 +16,7 @@ def test_inventory_reports_missing_and_present_models(tmp_path):
     u2net_home.mkdir()
     (u2net_home / "u2net.onnx").write_bytes(b"x")
     rows = {r.name: r for r in model_inventory(models, env={"U2NET_HOME": str(u2net_home)})}
-    assert {r.stage for r in rows.values()} == {"segment", "multiview", "depth", "enhance"}
+    assert {r.stage for r in rows.values()} == {"segment", "multiview", "depth", "enhance", "refine"}
     assert rows["syncdreamer-pretrain"].present and rows["dpt-hybrid-midas"].present
     assert rows["u2net"].present and rows["u2net"].path == u2net_home / "u2net.onnx"
     missing = rows["isnet-general-use"]

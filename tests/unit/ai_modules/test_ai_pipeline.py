@@ -38,7 +38,7 @@ def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_setting
                                                   "inria"]
     assert "the relief's views carry its own geometry" in result.stages[2].reason
     assert "syncdreamer weights not found" in result.stages[1].reason
-    assert "refine.backend is none" in result.stages[4].reason and "skipped" in result.stages[5].reason
+    assert "refine does not run" in result.stages[4].reason and "bench_refine" in result.stages[5].reason
     assert all(not s.resumed and s.duration_s >= 0 and s.model_files == [] for s in result.stages)
     assert result.pipeline_version == PIPELINE_VERSION and result.device == "cpu"
     for name in STAGES:

@@ -148,16 +148,18 @@ def test_match_colours_only_touches_the_object():
     assert np.array_equal(out[~mask], image[~mask]) and np.allclose(out[mask], 0.2)
 
 
-def test_enhance_auto_is_none_while_refine_is_none_and_refine_passes_through(relief_views):
+def test_enhance_and_refine_auto_are_off_on_the_relief_path_and_refine_none_passes_through(relief_views):
     _, views = relief_views
     pipeline = Pipeline(settings(), "cpu")
     pipeline.choose()
     stage = pipeline.stage("enhance")
-    assert stage.backend == "none" and "refine.backend is none" in stage.reason
+    assert stage.backend == "none" and "refine does not run" in stage.reason
+    assert pipeline.stage("refine").backend == "none"
+    assert "bench_refine measured a held-out gain only with" in pipeline.stage("refine").reason
+    assert "this job has multiview relief, enhance classical" in pipeline.stage("refine").reason
     out = stage.run(EnhanceInputs(views.gaussians, views))
     assert out.views is None and stage.save(out, Path("/nonexistent")) == {}
-    refine = RefineStage(settings().refine)
-    assert refine.backend == "none" and "MVCRM" in refine.reason
+    refine = RefineStage(settings(refine={"backend": "none"}).refine)
     assert refine.run(RefineInputs(views.gaussians, out)).gaussians is views.gaussians
 
 
