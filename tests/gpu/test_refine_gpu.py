@@ -17,7 +17,7 @@ from ai_modules.refine.mvcrm import BackProjection, Targets, back_project
 from ai_modules.refine.stage import RefineInputs
 from ai_modules.settings import parse_settings
 from ai_modules.splatting import render, render_views
-from tests.scenes import textured_ball
+from tests.gaussian_scenes import textured_ball
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -21,7 +21,7 @@ from ai_modules.refine.mvcrm import BackProjection, Targets, back_project
 from ai_modules.refine.stage import RefineInputs
 from ai_modules.settings import parse_settings
 from ai_modules.splatting import render, render_views
-from tests.scenes import textured_ball
+from tests.gaussian_scenes import textured_ball
 
 ONLY_COLOUR = BackProjection(relaxation=1.0, prior=0.0, opacity_lr=0.0, scale_lr=0.0, max_update=1.0)
 
