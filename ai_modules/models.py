@@ -1,7 +1,9 @@
-"""Which model files the planned learned backends need, and whether they are on disk.
+"""The model files the backends read: one table (`MODELS`: where each lives, what makes it whole, where it
+comes from, under which licence) and whether each is on disk.
 
 Pure filesystem checks (standard library only): nothing is downloaded or
-imported. The daemon's `doctor` and `models` commands print `model_inventory`.
+imported. The daemon's `doctor` and `models` commands print `model_inventory`;
+`glimpsed models pull` fetches from the table's sources.
 
 Layout under ``models_dir`` (the daemon's config decides where that is)::
 
@@ -31,17 +33,166 @@ from .errors import ModelNotAvailable
 
 
 @dataclass(frozen=True)
+class Licence:
+    """The terms a model's weights come under.
+
+    Attributes:
+        id: short name, e.g. "apache-2.0", "creativeml-openrail++-m", "unstated".
+        name: human name. url: where the text is.
+        restricted: it places use restrictions a user must accept (`models pull --accept-licence`).
+    """
+
+    id: str
+    name: str
+    url: str
+    restricted: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a model can be fetched from (a model lists them in the order they are tried).
+
+    Attributes:
+        kind: "url" (one file over HTTPS) or "hf" (files of a Hugging Face repository).
+        location: the URL, or the repo id.
+        files: "hf": ``(path in the repo, path under the model's folder)`` pairs ("" for a single-file model).
+        revision: "hf": the commit to fetch; None: the branch's head at the first pull, which the lock
+            file (`models.lock.json`) then pins for every later pull.
+        repo_type: "hf": "model" or "space".
+        checksum: "url": "md5:<hex>" or "sha256:<hex>" as the publisher gives it.
+    """
+
+    kind: str
+    location: str
+    files: tuple[tuple[str, str], ...] = ()
+    revision: str | None = None
+    repo_type: str = "model"
+    checksum: str = ""
+
+    def describe(self) -> str:
+        """E.g. "huggingface.co/Intel/dpt-hybrid-midas" or the URL."""
+        if self.kind == "url":
+            return self.location
+        return f"huggingface.co/{'spaces/' if self.repo_type == 'space' else ''}{self.location}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model file or folder a backend reads: where it lives, what makes it whole, where it comes from.
+
+    Attributes:
+        name: e.g. "dpt-hybrid-midas" (what `models pull` also accepts).
+        stage, backend: who needs it (the first backend; `backends.BACKENDS` says who else uses it).
+        path: where it lives under `paths.models`.
+        kind: "file" or "dir" (a snapshot folder).
+        required: "dir": the files that must be there (each ``"a|b"``: either), non-empty; a folder without
+            its weights never counts as present.
+        sources: where to fetch it, tried in order.
+        licence: the weights' terms.
+        size: about how many bytes it takes when whole, for `models list` (never used to verify).
+        sha256: file -> sha256 the publisher gives (""-keyed for a single file); others are recorded at the
+            first verified pull in the lock file.
+    """
+
+    name: str
+    stage: str
+    backend: str
+    path: str
+    kind: str
+    sources: tuple[Source, ...]
+    licence: Licence
+    required: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: tuple[tuple[str, str], ...] = ()
+
+
+APACHE = Licence("apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0")
+MIT = Licence("mit", "MIT License", "https://opensource.org/license/mit")
+RAIL = Licence("creativeml-openrail++-m", "CreativeML Open RAIL++-M (use restrictions: attachment A)",
+               "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/blob/main/LICENSE.md", restricted=True)
+_CLIP_SHA256 = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+_REMBG = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+_SDXL_BASE_FILES = ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+                    *(f"{t}/{f}" for t in ("tokenizer", "tokenizer_2")
+                      for f in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")),
+                    *(f"{e}/{f}" for e in ("text_encoder", "text_encoder_2") for f in ("config.json", "model.fp16.safetensors")),
+                    "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors")
+
+
+def _same(*paths: str) -> tuple[tuple[str, str], ...]:
+    return tuple((p, p) for p in paths)
+
+
+#: Every model file a backend can use: the one table `models list`, `models pull` and `models verify` follow.
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("isnet-general-use", "segment", "rembg", "u2net/isnet-general-use.onnx", "file",
+              (Source("url", _REMBG + "isnet-general-use.onnx", checksum="md5:fc16ebd8b0c10d971d3513d564d01e29"),),
+              Licence("unstated", "not stated by its publishers (IS-Net / DIS code: Apache-2.0)",
+                      "https://github.com/xuebinqin/DIS"), size=178_648_008),
+    ModelSpec("u2net", "segment", "rembg", "u2net/u2net.onnx", "file",
+              (Source("url", _REMBG + "u2net.onnx", checksum="md5:60024c5c889badc19c04ad937298a77b"),),
+              Licence("apache-2.0", "Apache License 2.0 (the U-2-Net repository)",
+                      "https://github.com/xuebinqin/U-2-Net/blob/master/LICENSE"), size=175_997_641),
+    ModelSpec("syncdreamer-pretrain", "multiview", "syncdreamer", "syncdreamer/syncdreamer-pretrain.ckpt", "file",
+              (Source("hf", "liuyuan-pal/SyncDreamer", (("ckpt/syncdreamer-pretrain.ckpt", ""),), repo_type="space"),
+               Source("hf", "camenduru/SyncDreamer", (("syncdreamer-pretrain.ckpt", ""),))),
+              Licence("unstated", "not stated for the weights (SyncDreamer's code: MIT)",
+                      "https://github.com/liuyuan-pal/SyncDreamer"), size=5_570_000_000),
+    ModelSpec("clip-vit-l-14", "multiview", "syncdreamer", "syncdreamer/ViT-L-14.pt", "file",
+              (Source("url", f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA256}/ViT-L-14.pt",
+                      checksum=f"sha256:{_CLIP_SHA256}"),),
+              Licence("mit", "MIT License (OpenAI CLIP)", "https://github.com/openai/CLIP/blob/main/LICENSE"),
+              size=932_768_134, sha256=(("", _CLIP_SHA256),)),
+    ModelSpec("dpt-hybrid-midas", "depth", "dpt", "depth/dpt-hybrid-midas", "dir",
+              (Source("hf", "Intel/dpt-hybrid-midas",
+                      _same("config.json", "preprocessor_config.json", "pytorch_model.bin")),),
+              APACHE, required=("config.json", "preprocessor_config.json", "pytorch_model.bin|model.safetensors"),
+              size=490_000_000),
+    ModelSpec("sdxl-base", "enhance", "sdxl_lightning", "enhance/sdxl-base", "dir",
+              (Source("hf", "stabilityai/stable-diffusion-xl-base-1.0", _same(*_SDXL_BASE_FILES)),), RAIL,
+              required=("model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+                        "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/vocab.json",
+                        "tokenizer_2/merges.txt", "text_encoder/config.json",
+                        "text_encoder/model.fp16.safetensors|text_encoder/model.safetensors",
+                        "text_encoder_2/config.json",
+                        "text_encoder_2/model.fp16.safetensors|text_encoder_2/model.safetensors", "vae/config.json",
+                        "vae/diffusion_pytorch_model.fp16.safetensors|vae/diffusion_pytorch_model.safetensors"),
+              size=1_800_000_000),
+    ModelSpec("sdxl-lightning-4step-unet", "enhance", "sdxl_lightning",
+              "enhance/sdxl-lightning/sdxl_lightning_4step_unet.safetensors", "file",
+              (Source("hf", "ByteDance/SDXL-Lightning", (("sdxl_lightning_4step_unet.safetensors", ""),)),),
+              Licence("creativeml-openrail++-m", RAIL.name, "https://huggingface.co/ByteDance/SDXL-Lightning",
+                      restricted=True), size=5_135_000_000),
+    ModelSpec("controlnet-depth-sdxl", "enhance", "sdxl_lightning", "enhance/controlnet-depth-sdxl", "dir",
+              (Source("hf", "diffusers/controlnet-depth-sdxl-1.0",
+                      _same("config.json", "diffusion_pytorch_model.fp16.safetensors")),),
+              Licence("creativeml-openrail++-m", RAIL.name,
+                      "https://huggingface.co/diffusers/controlnet-depth-sdxl-1.0", restricted=True),
+              required=("config.json",
+                        "diffusion_pytorch_model.fp16.safetensors|diffusion_pytorch_model.safetensors"),
+              size=2_500_000_000),
+    ModelSpec("dinov2", "refine", "mvcrm", "refine/dinov2", "dir",
+              (Source("hf", "timm/vit_small_patch14_dinov2.lvd142m", _same("config.json", "model.safetensors")),),
+              APACHE, required=("config.json", "model.safetensors"), size=88_000_000),
+)
+MODEL_BY_NAME: dict[str, ModelSpec] = {m.name: m for m in MODELS}
+#: The model files each backend needs or uses when present, by name in the table above (from the registry).
+BACKEND_MODELS: dict[str, tuple[str, ...]] = {b.name: models_of(b.name) for b in BACKENDS if models_of(b.name)}
+
+
+@dataclass(frozen=True)
 class ModelStatus:
-    """One model a learned backend needs.
+    """One model a backend reads, as it is on disk now.
 
     Attributes:
         stage: pipeline stage, e.g. "segment".
         backend: backend name, e.g. "rembg".
         name: the model, e.g. "isnet-general-use".
         path: where it is (when present) or is expected; None when `models_dir` is not set.
-        present: True when the file (or snapshot directory with its marker file) exists.
+        present: True when the file, or every required file of a snapshot folder, is there and not empty.
         kind: "file" or "dir" (a Hugging Face snapshot directory).
-        source: where to fetch it from.
+        source: where it comes from (the first source).
+        licence: the licence's id (`spec().licence` has the rest).
     """
 
     stage: str
@@ -51,44 +202,26 @@ class ModelStatus:
     present: bool
     kind: str
     source: str
+    licence: str = ""
+
+    def spec(self) -> ModelSpec:
+        """Its line in `MODELS`."""
+        return MODEL_BY_NAME[self.name]
 
     def error(self) -> ModelNotAvailable:
         """The error a backend raises when this model is missing."""
-        where = str(self.path) if self.path is not None else f"<models_dir>/{_PLAN_BY_NAME[self.name][3]}"
+        if self.path is None:
+            return ModelNotAvailable(self.stage, self.backend, f"<models_dir>/{self.spec().path}", self.source)
+        absent = missing_files(self.spec(), self.path)
+        where = (f"{self.path}/{absent[0].split('|')[0]}" if self.kind == "dir" and self.path.is_dir() and absent
+                 else str(self.path))                       # an incomplete folder: its first missing file
         return ModelNotAvailable(self.stage, self.backend, where, self.source)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""
         return {"stage": self.stage, "backend": self.backend, "name": self.name,
                 "path": None if self.path is None else str(self.path), "present": self.present,
-                "kind": self.kind, "source": self.source}
-
-
-# (stage, backend, name, path under models_dir, kind, marker file inside a dir, source)
-_PLAN: tuple[tuple[str, str, str, str, str, str, str], ...] = (
-    ("segment", "rembg", "isnet-general-use", "u2net/isnet-general-use.onnx", "file", "",
-     "https://github.com/danielgatis/rembg/releases/download/v0.0.0/isnet-general-use.onnx"),
-    ("segment", "rembg", "u2net", "u2net/u2net.onnx", "file", "",
-     "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx"),
-    ("multiview", "syncdreamer", "syncdreamer-pretrain", "syncdreamer/syncdreamer-pretrain.ckpt", "file", "",
-     "https://huggingface.co/camenduru/SyncDreamer/resolve/main/syncdreamer-pretrain.ckpt"),
-    ("multiview", "syncdreamer", "clip-vit-l-14", "syncdreamer/ViT-L-14.pt", "file", "",
-     "optional (the checkpoint holds CLIP): OpenAI's ViT-L-14.pt, `glimpsed models pull clip-vit-l-14`"),
-    ("depth", "dpt", "dpt-hybrid-midas", "depth/dpt-hybrid-midas", "dir", "config.json",
-     "huggingface.co/Intel/dpt-hybrid-midas"),
-    ("enhance", "sdxl_lightning", "sdxl-base", "enhance/sdxl-base", "dir", "model_index.json",
-     "huggingface.co/stabilityai/stable-diffusion-xl-base-1.0"),
-    ("enhance", "sdxl_lightning", "sdxl-lightning-4step-unet",
-     "enhance/sdxl-lightning/sdxl_lightning_4step_unet.safetensors", "file", "",
-     "huggingface.co/ByteDance/SDXL-Lightning (sdxl_lightning_4step_unet.safetensors)"),
-    ("enhance", "sdxl_lightning", "controlnet-depth-sdxl", "enhance/controlnet-depth-sdxl", "dir", "config.json",
-     "huggingface.co/diffusers/controlnet-depth-sdxl-1.0"),
-    ("refine", "mvcrm", "dinov2", "refine/dinov2", "dir", "config.json",
-     "huggingface.co/timm/vit_small_patch14_dinov2.lvd142m"),
-)
-_PLAN_BY_NAME = {row[2]: row for row in _PLAN}
-#: The model files each backend needs or uses when present, by name in the plan above (from the registry).
-BACKEND_MODELS: dict[str, tuple[str, ...]] = {b.name: models_of(b.name) for b in BACKENDS if models_of(b.name)}
+                "kind": self.kind, "source": self.source, "licence": self.licence}
 
 
 def resolve_models_dir(models_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -108,13 +241,13 @@ def model_status(name: str, models_dir: str | Path | None = None) -> ModelStatus
     Raises:
         KeyError: `name` is not a planned model.
     """
-    if name not in _PLAN_BY_NAME:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(_PLAN_BY_NAME)}")
+    if name not in MODEL_BY_NAME:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_BY_NAME)}")
     return next(m for m in model_inventory(resolve_models_dir(models_dir)) if m.name == name)
 
 
 def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = None) -> list[ModelStatus]:
-    """List the models the planned learned backends need and whether each is on disk.
+    """List the models the backends read and whether each is on disk.
 
     rembg models are also looked for where rembg itself looks: ``$U2NET_HOME``,
     else ``~/.u2net``.
@@ -130,17 +263,33 @@ def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = Non
     root = Path(models_dir).expanduser() if models_dir is not None else None
     u2net_home = Path(env["U2NET_HOME"]).expanduser() if env.get("U2NET_HOME") else Path("~/.u2net").expanduser()
     out = []
-    for stage, backend, name, rel, kind, marker, source in _PLAN:
-        candidates = [root / rel] if root is not None else []
-        if backend == "rembg":
-            candidates.append(u2net_home / Path(rel).name)
-        found = next((c for c in candidates if _present(c, kind, marker)), None)
+    for m in MODELS:
+        candidates = [root / m.path] if root is not None else []
+        if m.backend == "rembg":
+            candidates.append(u2net_home / Path(m.path).name)
+        found = next((c for c in candidates if is_whole(m, c)), None)
         path = found or (candidates[0] if candidates else None)
-        out.append(ModelStatus(stage, backend, name, path, found is not None, kind, source))
+        out.append(ModelStatus(m.stage, m.backend, m.name, path, found is not None, m.kind, m.sources[0].describe(),
+                               m.licence.id))
     return out
 
 
-def _present(path: Path, kind: str, marker: str) -> bool:
-    if kind == "file":
-        return path.is_file() and path.stat().st_size > 0
-    return (path / marker).is_file()
+def required_files(spec: ModelSpec, path: Path) -> list[Path | None]:
+    """Per required file of `spec` at `path`, the one that is there and not empty (None: none of its choices)."""
+    if spec.kind == "file":
+        return [path if path.is_file() and path.stat().st_size > 0 else None]
+    out: list[Path | None] = []
+    for choices in spec.required:
+        found = [path / c for c in choices.split("|") if (path / c).is_file() and (path / c).stat().st_size > 0]
+        out.append(found[0] if found else None)
+    return out
+
+
+def missing_files(spec: ModelSpec, path: Path) -> list[str]:
+    """The required files of `spec` that are absent or empty at `path` (``"a|b"``: neither is there)."""
+    return [c for c, f in zip(spec.required or ("",), required_files(spec, path)) if f is None]
+
+
+def is_whole(spec: ModelSpec, path: Path) -> bool:
+    """Whether the model's file, or every required file of its folder, is there and not empty."""
+    return all(f is not None for f in required_files(spec, path))

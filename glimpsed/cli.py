@@ -257,31 +257,80 @@ def models(ctx: click.Context) -> None:
 @config_options
 @json_option
 def models_list(config: DaemonConfig, as_json: bool) -> None:
-    """List the model files each stage can use and whether they are present."""
-    from ai_modules.models import model_inventory
+    """List every model file a backend can use: present / missing / corrupt (by size against the lock file),
+    size, licence, source and the pinned revision."""
+    from .model_pull import PullError, inventory
 
-    rows = [m.to_dict() if hasattr(m, "to_dict") else dict(m.__dict__) for m in model_inventory(config.path("models"))]
+    try:
+        rows = inventory(config.path("models"))
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = [("STAGE", "BACKEND", "PRESENT", "PATH")]
-    table += [(str(r.get("stage")), str(r.get("backend")), "yes" if r.get("present") else "no", str(r.get("path")))
-              for r in rows]
+    table = [("STAGE", "BACKEND", "MODEL", "STATUS", "SIZE", "LICENCE", "SOURCE", "REVISION", "PATH")]
+    table += [(r["stage"], r["backend"], r["name"], r["status"],
+               f"{(r['bytes'] or r['approx_bytes'] or 0) / 1e9:.2f} GB" + ("" if r["bytes"] else " (approx.)"),
+               r["licence"] + (" (restricted)" if r["restricted"] else ""), r["sources"][0],
+               (r["revision"] or "-")[:12] if not str(r["revision"]).startswith("not pinned") else "not pinned yet",
+               str(r["path"])) for r in rows]
     _print_table(table)
 
 
-@models.command("pull")
-@click.argument("target")
-@click.option("--force", is_flag=True, help="fetch again even if the files are present")
+@models.command("verify")
+@click.argument("names", nargs=-1)
 @config_options
-def models_pull(config: DaemonConfig, target: str, force: bool) -> None:
-    """Fetch the model files of TARGET (a backend: syncdreamer, dpt, sdxl_lightning, rembg; or one model name)
-    into paths.models, verified against their published sizes and hashes."""
-    from .model_pull import PullError, pull
+@json_option
+def models_verify(config: DaemonConfig, names: tuple[str, ...], as_json: bool) -> None:
+    """Re-hash the model files on disk (all, or NAMES: backends or model names) against the lock file and the
+    publishers' hashes. Exit status 1 when one is corrupt."""
+    from .model_pull import PullError, names_for, verify
 
+    try:
+        wanted = list(dict.fromkeys(n for t in names for n in names_for(t))) or None
+        checks = verify(config.path("models"), wanted)
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        _print_table([("MODEL", "STATUS", "DETAIL", "PATH")]
+                     + [(c.name, c.status, c.detail, str(c.path)) for c in checks])
+    if any(c.status == "corrupt" for c in checks):
+        raise SystemExit(1)
+
+
+@models.command("pull")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="fetch again even if the files are present")
+@click.option("--accept-licence", "accept_licence", is_flag=True,
+              help="accept the use restrictions of the models' licences (SDXL's CreativeML Open RAIL++-M)")
+@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path),
+              help="fetch into this folder instead of paths.models (for a machine without internet: copy the "
+                   "folder there, then `glimpsed models verify`)")
+@config_options
+def models_pull(config: DaemonConfig, targets: tuple[str, ...], force: bool, accept_licence: bool,
+                to: Path | None) -> None:
+    """Fetch the model files of TARGETS (backends: rembg, syncdreamer, dpt, sdxl_lightning, mvcrm; or model
+    names) into paths.models, each verified (size and sha256) before it is renamed into place."""
+    from ai_modules.models import MODEL_BY_NAME
+
+    from .model_pull import PullError, names_for, pull, restricted
+
+    try:
+        names = list(dict.fromkeys(n for t in targets for n in names_for(t)))
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name in names:
+        licence = MODEL_BY_NAME[name].licence
+        click.echo(f"{name}: {licence.name} ({licence.url})")
+    needs = restricted(names)
+    if needs and not accept_licence and sys.stdin.isatty():
+        accept_licence = click.confirm(f"{', '.join(m.name for m in needs)}: accept the use restrictions of "
+                                       f"{needs[0].licence.name}?", default=False)
     line = _ProgressLine()
     try:
-        paths = pull(target, config.path("models"), force=force,
+        paths = pull(names, to or config.path("models"), force=force, accept_licence=accept_licence,
                      progress=lambda name, done, total: line.update(name, "pull", done / total if total else 0.0,
                                                                     f"{done / 2**20:.0f} MiB"))
     except PullError as exc:

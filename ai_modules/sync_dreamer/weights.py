@@ -33,7 +33,6 @@ CKPT_NAME = "syncdreamer-pretrain.ckpt"
 CLIP_NAME = "ViT-L-14.pt"
 CLIP_HF_DIR = "clip-vit-large-patch14"
 PULL_COMMAND = "glimpsed models pull syncdreamer"
-CKPT_MIRROR = "https://huggingface.co/camenduru/SyncDreamer/resolve/main/syncdreamer-pretrain.ckpt"
 CLIP_PREFIX = "clip_image_encoder.model."
 
 
@@ -69,7 +68,7 @@ def locate_weights(models_dir: str | Path) -> WeightFiles:
     root = Path(models_dir).expanduser() / "syncdreamer"
     ckpt = root / CKPT_NAME
     if not ckpt.is_file() or ckpt.stat().st_size == 0:
-        raise missing(ckpt, f"mirror {CKPT_MIRROR}")
+        raise missing(ckpt, _sources())
     clip = next((p for p in (root / CLIP_NAME, root / CLIP_HF_DIR) if p.exists()), None)
     return WeightFiles(ckpt, clip)
 
@@ -104,7 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise missing(path, f"mirror {CKPT_MIRROR}")
+        raise missing(path, _sources())
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
@@ -227,3 +226,10 @@ def load_weights(model: nn.Module, checkpoint: str | Path, clip: str | Path | No
     report.kept_init = check_and_load(model, state, allowed_missing=unused, assign=assign, source=str(checkpoint))
     report.loaded = len(state)
     return report
+
+
+def _sources() -> str:
+    """Where the checkpoint comes from (the models table's sources, in the order `models pull` tries them)."""
+    from ..models import MODEL_BY_NAME
+
+    return " or ".join(s.describe() for s in MODEL_BY_NAME["syncdreamer-pretrain"].sources)

@@ -1,4 +1,4 @@
-"""models.model_inventory: pure filesystem checks of the planned learned backends."""
+"""models.model_inventory: pure filesystem checks of the model files the backends read."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ def test_inventory_reports_missing_and_present_models(tmp_path):
     models = tmp_path / "models"
     (models / "syncdreamer").mkdir(parents=True)
     (models / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")
-    (models / "depth" / "dpt-hybrid-midas").mkdir(parents=True)
-    (models / "depth" / "dpt-hybrid-midas" / "config.json").write_text("{}")
+    dpt = models / "depth" / "dpt-hybrid-midas"
+    dpt.mkdir(parents=True)
+    (dpt / "config.json").write_text("{}")
+    assert not {r.name: r for r in model_inventory(models)}["dpt-hybrid-midas"].present   # no weights: not a model
+    (dpt / "preprocessor_config.json").write_text("{}")
+    (dpt / "pytorch_model.bin").write_bytes(b"x")
     u2net_home = tmp_path / "u2"
     u2net_home.mkdir()
     (u2net_home / "u2net.onnx").write_bytes(b"x")
