@@ -23,7 +23,9 @@ Layout under ``models_dir`` (the daemon's config decides where that is)::
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +191,7 @@ class ModelStatus:
         backend: backend name, e.g. "rembg".
         name: the model, e.g. "isnet-general-use".
         path: where it is (when present) or is expected; None when `models_dir` is not set.
-        present: True when the file, or every required file of a snapshot folder, is there and not empty.
+        present: True when the file, or every required file of a snapshot folder, is there and `readable`.
         kind: "file" or "dir" (a Hugging Face snapshot directory).
         source: where it comes from (the first source).
         licence: the licence's id (`spec().licence` has the rest).
@@ -274,19 +276,47 @@ def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = Non
     return out
 
 
+def readable(path: Path) -> bool:
+    """Whether `path` is there and its format's frame is whole, cheaply (no tensor is read): a JSON object; a
+    safetensors header whose tensors all lie inside the file; a torch zip archive with its central directory
+    (or a legacy pickle's protocol byte); anything else not empty. A truncated download fails this."""
+    try:
+        size = path.stat().st_size if path.is_file() else 0
+        if size == 0:
+            return False
+        if path.suffix == ".json":
+            return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if not 2 <= n <= min(size - 8, 100 * 2**20):
+                    return False
+                header = json.loads(f.read(n))
+            ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+            return 8 + n + max(ends, default=0) <= size
+        if path.suffix in (".bin", ".ckpt", ".pt", ".pth"):
+            if zipfile.is_zipfile(path):
+                return True
+            with open(path, "rb") as f:
+                return f.read(1) == b"\x80"
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def required_files(spec: ModelSpec, path: Path) -> list[Path | None]:
-    """Per required file of `spec` at `path`, the one that is there and not empty (None: none of its choices)."""
+    """Per required file of `spec` at `path`, the one that is there and `readable` (None: none of its choices)."""
     if spec.kind == "file":
-        return [path if path.is_file() and path.stat().st_size > 0 else None]
+        return [path if readable(path) else None]
     out: list[Path | None] = []
     for choices in spec.required:
-        found = [path / c for c in choices.split("|") if (path / c).is_file() and (path / c).stat().st_size > 0]
+        found = [path / c for c in choices.split("|") if readable(path / c)]
         out.append(found[0] if found else None)
     return out
 
 
 def missing_files(spec: ModelSpec, path: Path) -> list[str]:
-    """The required files of `spec` that are absent or empty at `path` (``"a|b"``: neither is there)."""
+    """The required files of `spec` that are absent or unreadable at `path` (``"a|b"``: neither is there)."""
     return [c for c, f in zip(spec.required or ("",), required_files(spec, path)) if f is None]
 
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import zipfile
+
 from ai_modules.errors import ModelNotAvailable
 from ai_modules.models import model_inventory
+
+
+def torch_archive(path) -> None:
+    """A file in torch.save's zip layout (what `readable` checks: the archive is whole)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
 
 
 def test_inventory_reports_missing_and_present_models(tmp_path):
     models = tmp_path / "models"
     (models / "syncdreamer").mkdir(parents=True)
-    (models / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")
+    torch_archive(models / "syncdreamer" / "syncdreamer-pretrain.ckpt")
     dpt = models / "depth" / "dpt-hybrid-midas"
     dpt.mkdir(parents=True)
     (dpt / "config.json").write_text("{}")
     assert not {r.name: r for r in model_inventory(models)}["dpt-hybrid-midas"].present   # no weights: not a model
     (dpt / "preprocessor_config.json").write_text("{}")
-    (dpt / "pytorch_model.bin").write_bytes(b"x")
+    (dpt / "pytorch_model.bin").write_bytes(b"PK\x03\x04 half of a download")
+    assert not {r.name: r for r in model_inventory(models)}["dpt-hybrid-midas"].present   # truncated: not a model
+    torch_archive(dpt / "pytorch_model.bin")
     u2net_home = tmp_path / "u2"
     u2net_home.mkdir()
     (u2net_home / "u2net.onnx").write_bytes(b"x")

@@ -168,7 +168,9 @@ def test_auto_takes_a_learned_backend_only_when_all_its_files_are_present(tmp_pa
     assert backend == "relief" and "syncdreamer weights not found" in reason
     assert str(tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt") in reason
     (tmp_path / "syncdreamer").mkdir()
-    (tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")
+    (tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")         # not a torch archive
+    assert resolve_backend("multiview", "auto", tmp_path)[0] == "relief"
+    torch.save({}, tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt")
     backend, reason = resolve_backend("multiview", "auto", tmp_path)
     assert backend == "syncdreamer" and str(tmp_path / "syncdreamer") in reason
     (tmp_path / "enhance" / "sdxl-base").mkdir(parents=True)
