@@ -22,12 +22,13 @@ NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
 def training_schedule() -> dict[str, torch.Tensor]:
     """The model's persistent schedule buffers (`_init_schedule`), each [1000] float32, in registration order.
 
-    Always computed on the CPU, also inside a ``torch.device("meta")`` block (the model is built there): once
-    torch's Python meta kernels are loaded (timm and transformers import them), `cat` on the meta device rejects
-    the scalar CPU tensors that arithmetic on these values makes.
+    Computed on the CPU and then put on the ambient default device (the meta device while the model is built
+    there): once torch's Python meta kernels are loaded (timm and transformers import them), `cat` on the
+    meta device rejects the scalar CPU tensors that arithmetic on these values makes.
     """
+    device = torch.empty(0).device
     with torch.device("cpu"):
-        return _schedule()
+        return {name: value.to(device) for name, value in _schedule().items()}
 
 
 def _schedule() -> dict[str, torch.Tensor]:
