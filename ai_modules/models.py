@@ -276,14 +276,32 @@ def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = Non
     return out
 
 
+#: `readable`'s answers by (path, size, mtime_ns): a file is read once per version; later jobs only stat it.
+_READABLE: dict[tuple[str, int, int], bool] = {}
+
+
 def readable(path: Path) -> bool:
     """Whether `path` is there and its format's frame is whole, cheaply (no tensor is read): a JSON object; a
     safetensors header whose tensors all lie inside the file; a torch zip archive with its central directory
-    (or a legacy pickle's protocol byte); anything else not empty. A truncated download fails this."""
+    (or a legacy pickle's protocol byte); anything else not empty. A truncated download fails this.
+
+    Remembered per file version (path, size, mtime), so a warm worker's jobs open no model file."""
     try:
-        size = path.stat().st_size if path.is_file() else 0
-        if size == 0:
-            return False
+        st = path.stat()
+    except OSError:
+        return False
+    if not path.is_file() or st.st_size == 0:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _READABLE:
+        if len(_READABLE) > 4096:
+            _READABLE.clear()
+        _READABLE[key] = _frame_is_whole(path, st.st_size)
+    return _READABLE[key]
+
+
+def _frame_is_whole(path: Path, size: int) -> bool:
+    try:
         if path.suffix == ".json":
             return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
         if path.suffix == ".safetensors":
