@@ -2,11 +2,12 @@
 
 Standard library only, so that settings validation, `glimpsed models` and the daemon's light
 process can list backends without importing torch. Each line names the stage, the backend, the
-class that implements it (imported only when a pipeline builds it) and the model files it needs
-(names in `ai_modules.models`; none for embedded backends) and those it uses when present. Everything else is derived from this
-table: the values `pipeline.<stage>.backend` accepts, what `auto` picks (the learned backends in
-table order whose files are all present, else the stage's one embedded backend), which stages may
-be switched off (those with a `none` line) and which files `models pull <backend>` fetches.
+class that implements it (imported only when a pipeline builds it), the model files it needs
+(names in `ai_modules.models`; none for embedded backends) and those it uses when present.
+Everything else is derived from this table: the values `pipeline.<stage>.backend` accepts, what
+`auto` picks (the learned backends in table order whose files are all present, else the stage's one
+embedded backend), which stages may be switched off (those with a `none` line) and which files
+`models pull <backend>` fetches.
 
 Adding a backend: write its class (a `base.Backend` subclass of the stage's backend base) and add
 its line here.

@@ -48,7 +48,8 @@ class StageSpec:
 #: (docs/refine.md). Views that are better than the renders and agree between views gain (+1.6 dB for true
 #: renders, +1.6 dB for blurred, compressed, colour-shifted ones); SDXL-Lightning's views are meant to be
 #: such views, and what of them is invented, the gates reject. The `classical` enhancer (colour matching
-#: and an unsharp mask) lost held-out PSNR on the SyncDreamer-like path, so it does not turn refine on.
+#: and an unsharp mask) showed no clear gain (+0.13 ± 0.33 dB on the SyncDreamer-like path, -0.08 dB on
+#: the relief path), so it does not turn refine on.
 REFINE_GAINS: tuple[tuple[tuple[str, str], ...], ...] = ((("multiview", "syncdreamer"), ("enhance", "sdxl_lightning")),)
 REFINE_GAINS_WHY = ("bench_refine measured a held-out gain only with multiview syncdreamer and enhance "
                     "sdxl_lightning (docs/refine.md)")

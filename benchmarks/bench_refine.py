@@ -405,13 +405,12 @@ def main() -> None:
                                                 "size": args.size, "commit": commit()}) + "\n")
     print("# HO = 8 held-out cameras; ring = the 16 ring cameras against the true renders; gains are after - "
           "before refine, mean ± std over meshes x seeds")
-    out = summary(rows)
+    summary(rows)
     times = [r["refine_s"] for r in rows if r["case"] != "e_relief_classical"]
     if times:
         verdict = ("met" if max(times) <= TARGET_SECONDS else "NOT met") if cuda and args.size == 256 else "n/a here"
         print(f"target: refine <= {TARGET_SECONDS:.0f} s over 16 views at 256 px on an H100: median "
               f"{statistics.median(times):.2f} s, slowest {max(times):.2f} s -> {verdict}")
-    del out
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def pull(targets: str | Sequence[str], models_dir: Path, *, force: bool = False,
     """
     targets = [targets] if isinstance(targets, str) else list(targets)
     names = list(dict.fromkeys(n for t in targets for n in names_for(t)))
-    refused = [MODEL_BY_NAME[n] for n in names if MODEL_BY_NAME[n].licence.restricted and not accept_licence]
+    refused = [] if accept_licence else restricted(names)
     if refused:
         raise LicenceNotAccepted("; ".join(f"{m.name} is under {m.licence.name} ({m.licence.url})" for m in refused)
                                  + ": read it, then pull again with --accept-licence")
@@ -141,10 +141,10 @@ def _fetch(spec: ModelSpec, source: Source, dest: Path, locked: dict[str, Any] |
     staging.mkdir(parents=True)
     try:
         same_source = locked is not None and locked.get("source") == source.describe()
-        expected = {**dict((locked or {}).get("files", {}) if same_source else {})}
+        expected = locked.get("files", {}) if same_source else {}
         known = dict(spec.sha256)
         if source.kind == "url":
-            fetched = {"": _download_url(source, staging / dest.name, progress)}
+            fetched = {"": (_download_url(source, staging / dest.name, progress), None)}   # its checksum checked
             revision = None
         else:
             revision = source.revision or (locked.get("revision") if same_source else None)
@@ -184,7 +184,7 @@ def _move_into_place(spec: ModelSpec, fetched: dict[str, tuple[Path, str | None]
         os.replace(fetched[local][0], target)
 
 
-def _download_url(source: Source, part: Path, progress: Progress | None) -> tuple[Path, str | None]:
+def _download_url(source: Source, part: Path, progress: Progress | None) -> Path:
     """Stream a URL to `part`, check its length and the publisher's checksum."""
     algorithm, _, expected = source.checksum.partition(":")
     digest = hashlib.new(algorithm or "sha256")
@@ -207,7 +207,7 @@ def _download_url(source: Source, part: Path, progress: Progress | None) -> tupl
         raise PullError(f"{part.name}: got {done} bytes from {source.location}, expected {total}")
     if expected and digest.hexdigest() != expected:
         raise PullError(f"{part.name}: {algorithm} {digest.hexdigest()} does not match the published {expected}")
-    return part, expected if algorithm == "sha256" else None
+    return part
 
 
 def _download_hf(source: Source, staging: Path, revision: str | None, progress: Progress | None

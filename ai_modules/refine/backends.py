@@ -90,14 +90,13 @@ class MVCRM(Backend):
         photo = self.photo_targets(g, inputs.views, size) if inputs.views is not None else None
         if photo is not None:
             train.append(photo)
-        if not any(len(t) for t in train + validation) or all(float(t.weights.sum()) == 0 for t in train):
+        if all(float(t.weights.sum()) == 0 for t in train):
             return RefineOutputs(inputs.gaussians, {"skipped": True, "gaussians": inputs.gaussians.num,
                                                     "reason": "the gates trusted no view", "gates": record})
         config = BackProjection(relaxation=s.relaxation, prior=s.prior, opacity_lr=s.opacity_lr, scale_lr=s.scale_lr,
                                 scale_trust=s.scale_trust,
                                 chunk=len(views) if dev.startswith("cuda") else 4)
-        checked = Targets.join(validation) if s.validation_every else None
-        refined, result = refine(g, Targets.join(train), checked, rounds=s.rounds, config=config,
+        refined, result = refine(g, train, validation if s.validation_every else None, rounds=s.rounds, config=config,
                                  min_gain=s.min_gain, should_stop=hooks.should_stop,
                                  on_round=lambda k, n: hooks.report(0.1 + 0.88 * k / max(n, 1), f"round {k}/{n}"))
         hooks.check_stop()

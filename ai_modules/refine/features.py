@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FeatureModelError, ModelNotAvailable
-from ..models import model_inventory
+from ..models import MODEL_BY_NAME
 
 MODEL_NAME = "dinov2"
 CONFIG_FILE = "config.json"
@@ -61,8 +61,8 @@ def load_dinov2(path: Path, device: str | torch.device = "cpu") -> torch.nn.Modu
     path = Path(path).expanduser()
     device = torch.device(device)
     if not path.is_dir() or not any(path.iterdir()):
-        plan = next(m for m in model_inventory(None, env={}) if m.name == MODEL_NAME)
-        raise ModelNotAvailable(plan.stage, plan.backend, str(path), plan.source)
+        spec = MODEL_BY_NAME[MODEL_NAME]
+        raise ModelNotAvailable(spec.stage, spec.backend, str(path), spec.sources[0].describe())
     _check_config(path)
     if not (path / WEIGHTS_FILE).is_file():
         raise FeatureModelError(str(path), f"{WEIGHTS_FILE} is missing", PULL_HINT)

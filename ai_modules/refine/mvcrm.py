@@ -51,11 +51,6 @@ class Targets:
         """The targets of views `index`."""
         return Targets(self.images[index], self.weights[index], self.viewmats[index], self.Ks[index])
 
-    @staticmethod
-    def join(parts: list[Targets]) -> list[Targets]:
-        """The non-empty parts (targets of different sizes render apart)."""
-        return [p for p in parts if len(p)]
-
 
 @dataclass(frozen=True)
 class BackProjection:

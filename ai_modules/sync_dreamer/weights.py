@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, ModelNotAvailable
+from ..models import MODEL_BY_NAME
 from .archive import module_tensors, read_torch_checkpoint, read_zip_archive
 from .clip import OPENAI_UNUSED_KEYS, hf_to_openai
 from .config import SyncDreamerConfig
@@ -230,6 +231,4 @@ def load_weights(model: nn.Module, checkpoint: str | Path, clip: str | Path | No
 
 def _sources() -> str:
     """Where the checkpoint comes from (the models table's sources, in the order `models pull` tries them)."""
-    from ..models import MODEL_BY_NAME
-
     return " or ".join(s.describe() for s in MODEL_BY_NAME["syncdreamer-pretrain"].sources)
