@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,8 +93,11 @@ class ModelSpec:
         sources: where to fetch it, tried in order.
         licence: the weights' terms.
         size: about how many bytes it takes when whole, for `models list` (never used to verify).
-        sha256: file -> sha256 the publisher gives (""-keyed for a single file); others are recorded at the
-            first verified pull in the lock file.
+        sha256: file -> sha256 the publisher gives (""-keyed for a single file; for a hub file, its LFS sha256
+            at the pinned revision); others are recorded at the first verified pull in the lock file.
+        tensors: per folder of a weights file ("" for the model's own folder or a single file), tensor names its
+            loader needs (matched as a suffix, so "text_model." or "state_dict." prefixes do not matter): a
+            file of the right format without them (another model's weights, a stripped export) is not present.
     """
 
     name: str
@@ -106,6 +110,15 @@ class ModelSpec:
     required: tuple[str, ...] = ()
     size: int | None = None
     sha256: tuple[tuple[str, str], ...] = ()
+    tensors: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def tensors_of(self, required: str) -> tuple[str, ...]:
+        """The tensor names the required file `required` (a path under the model's folder) must hold."""
+        file = Path(required if self.kind == "dir" else self.path)
+        if file.suffix not in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
+            return ()
+        folder = file.parent.as_posix() if self.kind == "dir" else "."
+        return dict(self.tensors).get("" if folder == "." else folder, ())
 
 
 APACHE = Licence("apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0")
@@ -126,6 +139,9 @@ def _same(*paths: str) -> tuple[tuple[str, str], ...]:
 
 
 #: Every model file a backend can use: the one table `models list`, `models pull` and `models verify` follow.
+#: Revisions and sha256s are the hub's commit and its LFS sha256 of the file at that commit, as the hub's file
+#: pages publish them; models without them (SyncDreamer, SDXL-Lightning's UNet, SDXL's VAE and configs) are
+#: pinned by the lock file at their first verified pull.
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("isnet-general-use", "segment", "rembg", "u2net/isnet-general-use.onnx", "file",
               (Source("url", _REMBG + "isnet-general-use.onnx", checksum="md5:fc16ebd8b0c10d971d3513d564d01e29"),),
@@ -139,7 +155,8 @@ MODELS: tuple[ModelSpec, ...] = (
               (Source("hf", "liuyuan-pal/SyncDreamer", (("ckpt/syncdreamer-pretrain.ckpt", ""),), repo_type="space"),
                Source("hf", "camenduru/SyncDreamer", (("syncdreamer-pretrain.ckpt", ""),))),
               Licence("unstated", "not stated for the weights (SyncDreamer's code: MIT)",
-                      "https://github.com/liuyuan-pal/SyncDreamer"), size=5_570_000_000),
+                      "https://github.com/liuyuan-pal/SyncDreamer"), size=5_570_000_000,
+              tensors=(("", ("cc_projection.weight", "model.diffusion_model.time_embed.0.weight")),)),
     ModelSpec("clip-vit-l-14", "multiview", "syncdreamer", "syncdreamer/ViT-L-14.pt", "file",
               (Source("url", f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA256}/ViT-L-14.pt",
                       checksum=f"sha256:{_CLIP_SHA256}"),),
@@ -147,11 +164,15 @@ MODELS: tuple[ModelSpec, ...] = (
               size=932_768_134, sha256=(("", _CLIP_SHA256),)),
     ModelSpec("dpt-hybrid-midas", "depth", "dpt", "depth/dpt-hybrid-midas", "dir",
               (Source("hf", "Intel/dpt-hybrid-midas",
-                      _same("config.json", "preprocessor_config.json", "pytorch_model.bin")),),
+                      _same("config.json", "preprocessor_config.json", "pytorch_model.bin"),
+                      revision="11eaf7a1cf4bd70740697dbc216f98980c0aeb03"),),
               APACHE, required=("config.json", "preprocessor_config.json", "pytorch_model.bin|model.safetensors"),
-              size=490_000_000),
+              size=489_648_389,
+              sha256=(("pytorch_model.bin", "b6c4d44f9d96ca3fa76dd3bbb153989a60b4ad5526559f3c598562a368d687ec"),),
+              tensors=(("", ("dpt.embeddings.cls_token", "head.head.0.weight")),)),
     ModelSpec("sdxl-base", "enhance", "sdxl_lightning", "enhance/sdxl-base", "dir",
-              (Source("hf", "stabilityai/stable-diffusion-xl-base-1.0", _same(*_SDXL_BASE_FILES)),), RAIL,
+              (Source("hf", "stabilityai/stable-diffusion-xl-base-1.0", _same(*_SDXL_BASE_FILES),
+                      revision="462165984030d82259a11f4367a4eed129e94a7b"),), RAIL,
               required=("model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
                         "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/vocab.json",
                         "tokenizer_2/merges.txt", "text_encoder/config.json",
@@ -159,23 +180,39 @@ MODELS: tuple[ModelSpec, ...] = (
                         "text_encoder_2/config.json",
                         "text_encoder_2/model.fp16.safetensors|text_encoder_2/model.safetensors", "vae/config.json",
                         "vae/diffusion_pytorch_model.fp16.safetensors|vae/diffusion_pytorch_model.safetensors"),
-              size=1_800_000_000),
+              size=1_800_000_000,
+              sha256=(("text_encoder/model.fp16.safetensors",
+                       "660c6f5b1abae9dc498ac2d21e1347d2abdb0cf6c0c0c8576cd796491d9a6cdd"),
+                      ("text_encoder_2/model.fp16.safetensors",
+                       "ec310df2af79c318e24d20511b601a591ca8cd4f1fce1d8dff822a356bcdb1f4")),
+              tensors=(("text_encoder", ("embeddings.token_embedding.weight",)),
+                       ("text_encoder_2", ("embeddings.token_embedding.weight", "text_projection.weight")),
+                       ("vae", ("encoder.conv_in.weight", "decoder.conv_out.weight")))),
     ModelSpec("sdxl-lightning-4step-unet", "enhance", "sdxl_lightning",
               "enhance/sdxl-lightning/sdxl_lightning_4step_unet.safetensors", "file",
-              (Source("hf", "ByteDance/SDXL-Lightning", (("sdxl_lightning_4step_unet.safetensors", ""),)),),
+              (Source("hf", "ByteDance/SDXL-Lightning", (("sdxl_lightning_4step_unet.safetensors", ""),),
+                      revision="c9a24f48e1c025556787b0c58dd67a091ece2e44"),),
               Licence("creativeml-openrail++-m", RAIL.name, "https://huggingface.co/ByteDance/SDXL-Lightning",
-                      restricted=True), size=5_135_000_000),
+                      restricted=True), size=5_135_000_000,
+              tensors=(("", ("conv_in.weight", "add_embedding.linear_1.weight")),)),
     ModelSpec("controlnet-depth-sdxl", "enhance", "sdxl_lightning", "enhance/controlnet-depth-sdxl", "dir",
               (Source("hf", "diffusers/controlnet-depth-sdxl-1.0",
-                      _same("config.json", "diffusion_pytorch_model.fp16.safetensors")),),
+                      _same("config.json", "diffusion_pytorch_model.fp16.safetensors"),
+                      revision="17bb97973f29801224cd66f192c5ffacf82648b4"),),
               Licence("creativeml-openrail++-m", RAIL.name,
                       "https://huggingface.co/diffusers/controlnet-depth-sdxl-1.0", restricted=True),
               required=("config.json",
                         "diffusion_pytorch_model.fp16.safetensors|diffusion_pytorch_model.safetensors"),
-              size=2_500_000_000),
+              size=2_500_000_000,
+              sha256=(("diffusion_pytorch_model.fp16.safetensors",
+                       "66a6813e6bd7270ecfe68206a59ddd605a011ae85321188376605c66e0a4f303"),),
+              tensors=(("", ("controlnet_cond_embedding.conv_in.weight", "controlnet_mid_block.weight")),)),
     ModelSpec("dinov2", "refine", "mvcrm", "refine/dinov2", "dir",
-              (Source("hf", "timm/vit_small_patch14_dinov2.lvd142m", _same("config.json", "model.safetensors")),),
-              APACHE, required=("config.json", "model.safetensors"), size=88_000_000),
+              (Source("hf", "timm/vit_small_patch14_dinov2.lvd142m", _same("config.json", "model.safetensors"),
+                      revision="4610ca143709d58a633b6397a74412c2c3842454"),),
+              APACHE, required=("config.json", "model.safetensors"), size=88_240_510,
+              sha256=(("model.safetensors", "04d27f3400d059fc0cfd7d17dd1909a75bf3ea8fb3eeb48b97cb99e57ee20081"),),
+              tensors=(("", ("cls_token", "patch_embed.proj.weight")),)),
 )
 MODEL_BY_NAME: dict[str, ModelSpec] = {m.name: m for m in MODELS}
 #: The model files each backend needs or uses when present, by name in the table above (from the registry).
@@ -276,14 +313,16 @@ def model_inventory(models_dir: Path | None, env: Mapping[str, str] | None = Non
     return out
 
 
-#: `readable`'s answers by (path, size, mtime_ns): a file is read once per version; later jobs only stat it.
-_READABLE: dict[tuple[str, int, int], bool] = {}
+#: `readable`'s answers by (path, size, mtime_ns, tensors): a file is read once per version; later jobs only
+#: stat it.
+_READABLE: dict[tuple[str, int, int, tuple[str, ...]], bool] = {}
 
 
-def readable(path: Path) -> bool:
-    """Whether `path` is there and its format's frame is whole, cheaply (no tensor is read): a JSON object; a
-    safetensors header whose tensors all lie inside the file; a torch zip archive with its central directory
-    (or a legacy pickle's protocol byte); anything else not empty. A truncated download fails this.
+def readable(path: Path, tensors: tuple[str, ...] = ()) -> bool:
+    """Whether `path` is there, its format's frame is whole and it names the `tensors` its loader needs, cheaply
+    (no tensor is read and no pickle is run): a JSON object; a safetensors header whose tensors all lie inside
+    the file; a torch zip archive with its central directory (names read from its pickle's strings) or a
+    legacy pickle's protocol byte; anything else not empty. A truncated download or a weightless stub fails.
 
     Remembered per file version (path, size, mtime), so a warm worker's jobs open no model file."""
     try:
@@ -292,43 +331,53 @@ def readable(path: Path) -> bool:
         return False
     if not path.is_file() or st.st_size == 0:
         return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_size, st.st_mtime_ns, tensors)
     if key not in _READABLE:
         if len(_READABLE) > 4096:
             _READABLE.clear()
-        _READABLE[key] = _frame_is_whole(path, st.st_size)
+        names = _tensor_names(path, st.st_size)
+        _READABLE[key] = names is not None and all(
+            any(n == t or n.endswith("." + t) for n in names) for t in tensors)
     return _READABLE[key]
 
 
-def _frame_is_whole(path: Path, size: int) -> bool:
+def _tensor_names(path: Path, size: int) -> set[str] | None:
+    """The names a whole weights file holds (empty for other formats and legacy pickles); None: not whole."""
     try:
         if path.suffix == ".json":
-            return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+            return set() if isinstance(json.loads(path.read_text(encoding="utf-8")), dict) else None
         if path.suffix == ".safetensors":
             with open(path, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
                 if not 2 <= n <= min(size - 8, 100 * 2**20):
-                    return False
+                    return None
                 header = json.loads(f.read(n))
             ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-            return 8 + n + max(ends, default=0) <= size
+            return set(header) - {"__metadata__"} if 8 + n + max(ends, default=0) <= size else None
         if path.suffix in (".bin", ".ckpt", ".pt", ".pth"):
             if zipfile.is_zipfile(path):
-                return True
-            with open(path, "rb") as f:
-                return f.read(1) == b"\x80"
-        return True
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return False
+                with zipfile.ZipFile(path) as archive:
+                    pkl = next((i for i in archive.namelist() if i.endswith("/data.pkl") or i == "data.pkl"), None)
+                    # The pickle's strings, listed by pickletools (which runs nothing): state-dict keys among them.
+                    return set() if pkl is None else {
+                        arg for op, arg, _ in pickletools.genops(archive.read(pkl)) if isinstance(arg, str)}
+            with open(path, "rb") as f:                 # legacy: magic, protocol, sys info, then the object
+                if f.read(1) != b"\x80":
+                    return None
+                f.seek(0)
+                return {arg for _ in range(4) for op, arg, _ in pickletools.genops(f) if isinstance(arg, str)}
+        return set()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
+        return None
 
 
 def required_files(spec: ModelSpec, path: Path) -> list[Path | None]:
     """Per required file of `spec` at `path`, the one that is there and `readable` (None: none of its choices)."""
     if spec.kind == "file":
-        return [path if readable(path) else None]
+        return [path if readable(path, spec.tensors_of("")) else None]
     out: list[Path | None] = []
     for choices in spec.required:
-        found = [path / c for c in choices.split("|") if readable(path / c)]
+        found = [path / c for c in choices.split("|") if readable(path / c, spec.tensors_of(c))]
         out.append(found[0] if found else None)
     return out
 

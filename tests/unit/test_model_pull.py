@@ -4,6 +4,7 @@ HTTP server and a fake Hugging Face hub laid out like the real repositories."""
 from __future__ import annotations
 
 import hashlib
+import io
 import http.server
 import json
 import threading
@@ -82,14 +83,19 @@ def git_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def pinned(repo: str) -> str | None:
+    """The revision the models table pins for hub repository `repo`."""
+    return next((s.revision for m in MODELS for s in m.sources if s.location == repo and s.revision), None)
+
+
 class FakeHub:
     """huggingface_hub's three calls over in-memory repositories: ``{(repo_type, repo): {path: bytes}}`` at one
-    commit each. Files over 1 kB are "LFS" files (their etag is their sha256, as on the hub); smaller ones
-    get a git blob sha1, as on the hub."""
+    commit each, the table's pinned revision where it pins one. Files over 1 kB are "LFS" files (their etag is
+    their sha256, as on the hub); smaller ones get a git blob sha1, as on the hub."""
 
     def __init__(self, repos: dict[tuple[str, str], dict[str, bytes]]) -> None:
         self.repos = repos
-        self.commits = {key: hashlib.sha1(repr(key).encode()).hexdigest() for key in repos}
+        self.commits = {key: pinned(key[1]) or hashlib.sha1(repr(key).encode()).hexdigest() for key in repos}
         self.calls: list[tuple[str, str, str]] = []
         self.tamper: dict[str, bytes] = {}          # file -> what the download really delivers
         self.break_after: int | None = None         # downloads that succeed before one dies half-way
@@ -182,10 +188,34 @@ def hub_repos(tmp_path_factory) -> dict[tuple[str, str], dict[str, bytes]]:
 
 
 @pytest.fixture
-def hub(hub_repos, monkeypatch) -> FakeHub:
+def real_hashes_hub(hub_repos, monkeypatch) -> FakeHub:
+    """The fake hub, with the table's publisher hashes as they are (the real files' hashes, not the tiny ones')."""
     fake = FakeHub({k: dict(v) for k, v in hub_repos.items() if isinstance(k, tuple)})
     fake.install(monkeypatch)
     return fake
+
+
+@pytest.fixture
+def hub(real_hashes_hub, monkeypatch) -> FakeHub:
+    """The fake hub, with the table's publisher hashes replaced by those of the tiny files it serves."""
+    import dataclasses
+
+    from ai_modules import models
+
+    for spec in (m for m in MODELS if m.sha256 and m.sources[0].kind == "hf"):
+        source = spec.sources[0]
+        files = real_hashes_hub.repos.get((source.repo_type, source.location), {})
+        by_local = {local: files[remote] for remote, local in source.files if remote in files}
+        tiny = tuple((local, hashlib.sha256(by_local[local]).hexdigest()) for local, _ in spec.sha256)
+        monkeypatch.setitem(models.MODEL_BY_NAME, spec.name, dataclasses.replace(spec, sha256=tiny))
+    return real_hashes_hub
+
+
+def test_the_publishers_hash_is_checked(real_hashes_hub, tmp_path):
+    with pytest.raises(PullError, match="pytorch_model.bin: sha256 [0-9a-f]+ does not match the publisher's "
+                                        "b6c4d44f9d96ca3fa76dd3bbb153989a60b4ad5526559f3c598562a368d687ec"):
+        pull("dpt", tmp_path)
+    assert not (tmp_path / "depth").exists() or not list((tmp_path / "depth").rglob("*.bin"))
 
 
 def test_every_hub_backend_pulls_verifies_and_loads(hub, hub_repos, tmp_path):
@@ -229,8 +259,12 @@ def test_the_mirror_is_used_when_the_authors_space_fails(hub, tmp_path):
 def test_a_tampered_download_and_an_interrupted_one_leave_nothing_and_the_next_pull_finishes(hub, tmp_path):
     weights = hub.repos[("model", "Intel/dpt-hybrid-midas")]["pytorch_model.bin"]
     hub.tamper["pytorch_model.bin"] = weights[:-4] + b"evil"                # the right size, other bytes
-    with pytest.raises(PullError, match="does not match the hub's"):
+    with pytest.raises(PullError, match="does not match the publisher's"):
         pull("dpt", tmp_path)
+    ckpt = hub.repos[("space", "liuyuan-pal/SyncDreamer")]["ckpt/syncdreamer-pretrain.ckpt"]
+    hub.tamper["ckpt/syncdreamer-pretrain.ckpt"] = hub.tamper["syncdreamer-pretrain.ckpt"] = ckpt[:-4] + b"evil"
+    with pytest.raises(PullError, match="does not match the hub's .* then: .* does not match the hub's"):
+        pull("syncdreamer", tmp_path)                                   # no publisher hash: the hub's LFS sha256
     assert not (tmp_path / "depth" / "dpt-hybrid-midas").exists() and not model_status("dpt-hybrid-midas",
                                                                                         tmp_path).present
     hub.tamper.clear()
@@ -293,7 +327,9 @@ def test_list_shows_status_size_licence_source_and_revision(hub, tmp_path):
     dpt, sdxl = rows["dpt-hybrid-midas"], rows["sdxl-base"]
     assert dpt["status"] == "present" and dpt["bytes"] > 0 and dpt["licence"] == "apache-2.0"
     assert dpt["revision"] == hub.commits[("model", "Intel/dpt-hybrid-midas")]
-    assert sdxl["status"] == "missing" and sdxl["restricted"] and sdxl["revision"].startswith("not pinned yet")
+    assert sdxl["status"] == "missing" and sdxl["restricted"] and sdxl["revision"] == pinned(
+        "stabilityai/stable-diffusion-xl-base-1.0") == "462165984030d82259a11f4367a4eed129e94a7b"
+    assert rows["syncdreamer-pretrain"]["revision"].startswith("not pinned yet")
     assert rows["syncdreamer-pretrain"]["sources"] == ["huggingface.co/spaces/liuyuan-pal/SyncDreamer",
                                                        "huggingface.co/camenduru/SyncDreamer"]
     (tmp_path / "depth" / "dpt-hybrid-midas" / "config.json").write_text('{"truncated": 1}')
@@ -320,3 +356,24 @@ def test_cli_pull_reports_an_unknown_target(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["models", "pull", "zero123", "--set", f"paths.root={tmp_path}"])
     assert result.exit_code == 1 and "unknown model or backend 'zero123'" in result.output
 
+
+
+def test_weights_without_the_tensors_their_loader_needs_are_not_present(hub, hub_repos, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    pull(["mvcrm", "syncdreamer"], tmp_path)
+    assert model_status("dinov2", tmp_path).present and model_status("syncdreamer-pretrain", tmp_path).present
+    save_file({"encoder.weight": torch.zeros(2)}, tmp_path / "refine" / "dinov2" / "model.safetensors")
+    assert not model_status("dinov2", tmp_path).present                  # whole, but another model's weights
+    ckpt = tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt"
+    torch.save({"state_dict": {"model.diffusion_model.time_embed.0.weight": torch.zeros(1)}}, ckpt)
+    assert not model_status("syncdreamer-pretrain", tmp_path).present     # no cc_projection: not SyncDreamer's
+    torch.save({"state_dict": {"model.diffusion_model.time_embed.0.weight": torch.zeros(1),
+                               "cc_projection.weight": torch.zeros(1)}}, ckpt, _use_new_zipfile_serialization=False)
+    assert model_status("syncdreamer-pretrain", tmp_path).present         # a legacy (non-zip) pickle is read too
+    dpt = tmp_path / "depth" / "dpt-hybrid-midas"
+    (dpt / "pytorch_model.bin").unlink()
+    save_file(torch.load(io.BytesIO(hub_repos[("model", "Intel/dpt-hybrid-midas")]["pytorch_model.bin"]),
+                         weights_only=True), dpt / "model.safetensors")
+    assert model_status("dpt-hybrid-midas", tmp_path).present             # either weights file will do

@@ -8,16 +8,22 @@ from ai_modules.errors import ModelNotAvailable
 from ai_modules.models import model_inventory
 
 
-def torch_archive(path) -> None:
-    """A file in torch.save's zip layout (what `readable` checks: the archive is whole)."""
+def torch_archive(path, names: tuple[str, ...] = ()) -> None:
+    """A file in torch.save's zip layout holding a dict with `names` as keys (what `readable` checks: the
+    archive is whole and names the tensors the loader needs)."""
+    import pickle
+
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/data.pkl", pickle.dumps(dict.fromkeys(names), protocol=2))
 
 
 def test_inventory_reports_missing_and_present_models(tmp_path):
     models = tmp_path / "models"
     (models / "syncdreamer").mkdir(parents=True)
     torch_archive(models / "syncdreamer" / "syncdreamer-pretrain.ckpt")
+    assert not {r.name: r for r in model_inventory(models)}["syncdreamer-pretrain"].present   # not SyncDreamer's
+    torch_archive(models / "syncdreamer" / "syncdreamer-pretrain.ckpt",
+                  ("state_dict", "cc_projection.weight", "model.diffusion_model.time_embed.0.weight"))
     dpt = models / "depth" / "dpt-hybrid-midas"
     dpt.mkdir(parents=True)
     (dpt / "config.json").write_text("{}")
@@ -25,7 +31,7 @@ def test_inventory_reports_missing_and_present_models(tmp_path):
     (dpt / "preprocessor_config.json").write_text("{}")
     (dpt / "pytorch_model.bin").write_bytes(b"PK\x03\x04 half of a download")
     assert not {r.name: r for r in model_inventory(models)}["dpt-hybrid-midas"].present   # truncated: not a model
-    torch_archive(dpt / "pytorch_model.bin")
+    torch_archive(dpt / "pytorch_model.bin", ("dpt.embeddings.cls_token", "head.head.0.weight"))
     u2net_home = tmp_path / "u2"
     u2net_home.mkdir()
     (u2net_home / "u2net.onnx").write_bytes(b"x")

@@ -87,3 +87,39 @@ def test_asking_for_rembg_without_its_model_names_the_file(tmp_path: Path, monke
     stage = SegmentStage(SegmentSettings(backend="rembg"), tmp_path)
     with pytest.raises(ModelNotAvailable, match="isnet-general-use.onnx"):
         stage.load("cpu")
+
+
+def test_pulled_from_a_server_verified_and_loaded(models_dir: Path, tmp_path: Path, monkeypatch):
+    """`glimpsed models pull rembg` end to end: the IS-Net served over HTTP with its publisher's md5 (the table's
+    line with this file's URL and md5), verified, then cut out by rembg from where the pull put it."""
+    import dataclasses
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from ai_modules import models
+    from ai_modules.models import MODEL_BY_NAME, Source
+    from glimpsed.model_pull import pull, verify
+
+    onnx = models_dir / "u2net" / "isnet-general-use.onnx"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(onnx.parent))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{onnx.name}"
+        md5 = hashlib.md5(onnx.read_bytes()).hexdigest()
+        spec = dataclasses.replace(MODEL_BY_NAME["isnet-general-use"],
+                                   sources=(Source("url", url, checksum=f"md5:{md5}"),))
+        monkeypatch.setitem(models.MODEL_BY_NAME, spec.name, spec)
+        monkeypatch.setenv("U2NET_HOME", str(tmp_path / "elsewhere"))     # only the pulled copy can be found
+        (path,) = pull("rembg", tmp_path / "models")
+    finally:
+        httpd.shutdown()
+    assert path == tmp_path / "models" / "u2net" / "isnet-general-use.onnx"
+    assert [c.status for c in verify(tmp_path / "models", ["isnet-general-use"])] == ["ok"]
+    stage = SegmentStage(SegmentSettings(backend="rembg"), tmp_path / "models")
+    stage.load("cpu")
+    assert stage.model_files()[0]["path"] == str(path)
+    assert stage.run(SegmentInputs(rgb=data.chelsea())).metrics["mask_source"] == "rembg"

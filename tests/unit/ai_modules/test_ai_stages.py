@@ -171,6 +171,10 @@ def test_auto_takes_a_learned_backend_only_when_all_its_files_are_present(tmp_pa
     (tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt").write_bytes(b"x")         # not a torch archive
     assert resolve_backend("multiview", "auto", tmp_path)[0] == "relief"
     torch.save({}, tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt")
+    assert resolve_backend("multiview", "auto", tmp_path)[0] == "relief"                 # not SyncDreamer's tensors
+    torch.save({"state_dict": {"cc_projection.weight": torch.zeros(1),
+                               "model.diffusion_model.time_embed.0.weight": torch.zeros(1)}},
+               tmp_path / "syncdreamer" / "syncdreamer-pretrain.ckpt")
     backend, reason = resolve_backend("multiview", "auto", tmp_path)
     assert backend == "syncdreamer" and str(tmp_path / "syncdreamer") in reason
     (tmp_path / "enhance" / "sdxl-base").mkdir(parents=True)
