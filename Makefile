@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[test]' $(TORCH)
+	$(PIP) install -e '.[test,ray]' $(TORCH)
 	touch $@
 
 install: $(VENV)/.installed

@@ -20,7 +20,20 @@ from __future__ import annotations
 
 
 class AIModuleError(Exception):
-    """Base class of every error `ai_modules` raises on purpose."""
+    """Base class of every error `ai_modules` raises on purpose.
+
+    Pickles whole (class, message and attributes such as `hint`), whatever its constructor takes, so an
+    error crosses from a worker process or a remote actor to the daemon unchanged."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[AIModuleError], args: tuple[object, ...], state: dict[str, object]) -> AIModuleError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class InputError(AIModuleError):

@@ -83,6 +83,14 @@ class PipelineResult:
     device: str
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineResult:
+        """Rebuild from `to_dict` (e.g. a result that came from another host)."""
+        return cls(outputs={k: Path(v) for k, v in data["outputs"].items()},
+                   stages=[StageRecord.from_dict(s) for s in data["stages"]],
+                   pipeline_version=data["pipeline_version"], device=data["device"],
+                   settings=data.get("settings", {}))
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (paths as strings)."""
         return {

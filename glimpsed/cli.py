@@ -84,15 +84,26 @@ def main() -> None:
 @main.command()
 @config_options
 @click.option("--once", is_flag=True, help="Process what is in the inbox now, then exit.")
-def run(config: DaemonConfig, once: bool) -> None:
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Same as --set worker.backend=...")
+@click.option("--address", metavar="HOST:PORT", help="A Ray cluster's head (implies --backend ray); same as "
+                                                     "--set worker.ray.address=...")
+def run(config: DaemonConfig, once: bool, backend: str | None, address: str | None) -> None:
     """Run the daemon in the foreground.
 
-    Example:
+    Examples:
 
         glimpsed run --config /etc/glimpsed/glimpsed.yaml
+
+        glimpsed run --backend ray --address 10.0.0.1:6379
     """
+    import dataclasses
+
     from glimpsed.logs import configure_logging
 
+    if backend or address:
+        ray = dataclasses.replace(config.worker.ray, address=address or config.worker.ray.address)
+        worker = dataclasses.replace(config.worker, backend=backend or "ray", ray=ray)
+        config = dataclasses.replace(config, worker=worker)
     validate(config)
     configure_logging(config.logging.format, config.logging.level)
     click.echo(f"glimpsed {__version__}: drop photos into {config.path('inbox')}; results appear in"
@@ -394,10 +405,22 @@ def _daemon_line(daemon: dict[str, Any] | None) -> str:
     if daemon["state"] in ("running", "paused") and not daemon["fresh"]:
         return f"not running (last heartbeat {_age(daemon['heartbeat_at'])} ago from pid {daemon['pid']})"
     line = f"{daemon['state']} (pid {daemon['pid']} on {daemon['host']}, up {_age(daemon['started_at'])}"
-    line += f", workers {', '.join(daemon['workers'])}" if daemon.get("workers") else ""
+    cluster = daemon.get("cluster")
+    if daemon.get("workers") and not cluster:
+        line += f", workers {', '.join(daemon['workers'])}"
     line += f", watching by {daemon['watch_mode']})" if daemon["watch_mode"] else ")"
     if daemon["message"]:
         line += f"\n         paused: {daemon['message']}"
+    if cluster:
+        nodes = cluster.get("nodes", [])
+        alive = [n for n in nodes if n["alive"]]
+        line += (f"\n         Ray cluster {cluster['address']}: {len(alive)} node(s) up, "
+                 f"{sum(n['gpus'] for n in alive):g} GPU(s)")
+        for node in nodes:
+            line += (f"\n           node {node['host']} ({node['address']}): {node['gpus']:g} GPU, "
+                     f"{node['cpus']:g} CPU{'' if node['alive'] else ', DOWN'}")
+        for worker in daemon.get("workers", []):
+            line += f"\n           actor {worker}"
     return line
 
 

@@ -81,12 +81,27 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Where the pipeline actors of `worker.backend: ray` run (README "Many GPU hosts")."""
+
+    address: str | None = None  # HOST:PORT of a running cluster's head; null = a private Ray instance on this host
+    workers: Literal["auto"] | int = "auto"  # actors to keep; auto = one per `gpus_per_worker` GPUs in the cluster
+    gpus_per_worker: float = 1.0  # GPUs each actor reserves (0: CPU actors, e.g. for a trial without GPUs)
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources each actor needs, e.g. {gpu_host: 1}
+    namespace: str = "glimpsed"
+    token_file: Path | None = None  # Ray's auth token (RAY_AUTH_TOKEN_PATH); null = Ray's default, ~/.ray/auth_token
+    models_dir: Path | None = None  # where the GPU hosts keep the models; null = paths.models (same path everywhere)
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Which devices run jobs and which pipeline entry they call."""
 
     devices: tuple[str, ...] = ("auto",)  # "auto" = one worker per CUDA GPU, else one on the CPU
     pipeline: str = "ai_modules.pipeline:open_pipeline"  # called once per worker; returns the pipeline it keeps
     vram_budget: Literal["auto"] | float = "auto"  # GiB the models may keep on a GPU between jobs
+    backend: Literal["local", "ray"] = "local"  # local: a process per device here; ray: an actor per GPU anywhere
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def vram_budget_bytes(self) -> int | None:
         """`vram_budget` in bytes; None for `auto` (the pipeline measures the card's free memory)."""
@@ -297,6 +312,15 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(key, f"must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+    if origin is dict:
+        if isinstance(value, str):                       # from the environment or --set: "a=1,b=2"
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(key, f"must be name=value pairs separated by commas, got {value!r}")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a mapping, got {value!r}")
+        return {_coerce(key, k, args[0]): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     if hint is Path:
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(key, f"must be a path, got {value!r}")
@@ -341,6 +365,7 @@ def _check_values(cfg: DaemonConfig) -> None:
     }.items():
         if value < 0:
             raise ConfigError(key, f"must be 0 or more, got {value}")
+    _check_ray(cfg)
     for ext in cfg.watch.extensions:
         if not ext.startswith("."):
             raise ConfigError("watch.extensions", f"each extension must start with a dot, got {ext!r}")
@@ -365,6 +390,29 @@ def _check_values(cfg: DaemonConfig) -> None:
         raise ConfigError("worker.pipeline", f"must be 'module:callable', got {cfg.worker.pipeline!r}")
     if cfg.worker.vram_budget != "auto" and not float(cfg.worker.vram_budget) > 0:
         raise ConfigError("worker.vram_budget", f"must be `auto` or a number of GiB > 0, got {cfg.worker.vram_budget!r}")
+
+
+def _check_ray(cfg: DaemonConfig) -> None:
+    ray = cfg.worker.ray
+    if ray.workers != "auto" and ray.workers < 1:
+        raise ConfigError("worker.ray.workers", f"must be `auto` or a number of actors >= 1, got {ray.workers}")
+    if ray.gpus_per_worker < 0:
+        raise ConfigError("worker.ray.gpus_per_worker", f"must be 0 or more, got {ray.gpus_per_worker}")
+    if ray.workers == "auto" and ray.gpus_per_worker == 0:
+        raise ConfigError("worker.ray.workers", "`auto` counts GPUs: give a number of actors when "
+                                                "worker.ray.gpus_per_worker is 0")
+    for name, amount in ray.resources.items():
+        if amount < 0:
+            raise ConfigError(f"worker.ray.resources.{name}", f"must be 0 or more, got {amount}")
+    if cfg.worker.backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("worker.backend", "`ray` needs Ray, which is not installed: "
+                                                "pip install 'glimpsed[ray]' (or set worker.backend: local)")
+        if ray.token_file is not None and not Path(ray.token_file).expanduser().is_file():
+            raise ConfigError("worker.ray.token_file", f"{ray.token_file} does not exist: create it with "
+                                                       "`ray get-auth-token --generate` and copy it to every host")
 
 
 def file_mode(text: str, key: str = "outbox.file_mode") -> int:

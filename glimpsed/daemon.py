@@ -1,4 +1,5 @@
-"""Daemon: intake in the main process, one worker process per device, signals, health, systemd.
+"""Daemon: intake in the main process, one worker process per device (or, with `worker.backend: ray`, one Ray
+actor per GPU of a cluster, see `ray_workers`), signals, health, systemd.
 
 Signal handlers only set flags; the main loop does the stopping. The first SIGTERM or SIGINT
 stops intake and lets each worker finish its current stage (the job goes back to the queue
@@ -164,6 +165,7 @@ class Daemon:
         self.store: JobStore | None = None
         self.intake: Intake | None = None
         self.slots: list[_Slot] = []
+        self.remote: Any = None  # `ray_workers.RayWorkers` with worker.backend: ray
         self.started_at = time.time()
         self._next_housekeeping = 0.0
         self._next_watchdog = 0.0
@@ -187,13 +189,20 @@ class Daemon:
         self.install_signal_handlers()
         self.store = prepare(self.config)
         self.intake = Intake(self.config, self.store, self.pipeline_version)
-        for device in resolve_devices(self.config.worker.devices):
-            slot = _Slot(device)
-            self.slots.append(slot)
-            self._start_worker(slot)
+        if self.config.worker.backend == "ray":
+            from glimpsed.ray_workers import RayWorkers
+
+            self.remote = RayWorkers(self.config)
+            self.remote.start()
+            self.install_signal_handlers()  # ray.init installs its own SIGTERM handler: ours decides
+        else:
+            for device in resolve_devices(self.config.worker.devices):
+                slot = _Slot(device)
+                self.slots.append(slot)
+                self._start_worker(slot)
         self._start_watcher()
         log.info("daemon_started", inbox=str(self.config.path("inbox")), outbox=str(self.config.path("outbox")),
-                 workers=[s.device for s in self.slots], pid=os.getpid())
+                 workers=self._worker_lines(), backend=self.config.worker.backend, pid=os.getpid())
         self._heartbeat("running")
         notify("READY=1")
         while not self.stopping:
@@ -229,6 +238,8 @@ class Daemon:
         notify("STOPPING=1")
         self._heartbeat("stopping")
         self.intake.stop_watching()
+        if self.remote is not None:
+            self.remote.stop(now=self.stop_now)
         for slot in self.slots:
             if slot.process.is_alive():
                 slot.process.terminate()  # SIGTERM: the worker finishes its stage, requeues the job, exits
@@ -266,7 +277,10 @@ class Daemon:
         slot.started_at = time.monotonic()
 
     def _supervise(self) -> None:
-        """Restart dead workers; kill a worker whose job overran its timeout by far."""
+        """Restart dead workers; kill a worker whose job overran its timeout by far. (Ray restarts its actors
+        itself; new GPUs in the cluster get actors.)"""
+        if self.remote is not None:
+            self.remote.supervise()
         for slot in self.slots:
             if not slot.process.is_alive():
                 if time.monotonic() - slot.started_at < RESTART_BACKOFF:
@@ -295,7 +309,11 @@ class Daemon:
 
     def _healthy(self) -> bool:
         watcher_ok = self.intake.watcher_alive() or bool(self.intake.paused_reason)
-        return watcher_ok and all(s.process.is_alive() for s in self.slots)
+        workers_ok = self.remote.alive() if self.remote is not None else True
+        return watcher_ok and workers_ok and all(s.process.is_alive() for s in self.slots)
+
+    def _worker_lines(self) -> list[str]:
+        return self.remote.worker_lines() if self.remote is not None else [s.device for s in self.slots]
 
     def _heartbeat(self, state: str) -> None:
         counts = self.store.counts()
@@ -305,8 +323,9 @@ class Daemon:
         message = "; ".join(reasons)
         mode = self.intake.watcher.mode if self.intake and self.intake.watcher else ""
         self.store.set_daemon_state(state, message=message, watch_mode=mode, started_at=self.started_at,
-                                    workers=[s.device for s in self.slots],
-                                    inbox=self.intake.summary() if self.intake else {})
+                                    workers=self._worker_lines(),
+                                    inbox=self.intake.summary() if self.intake else {},
+                                    cluster=self.remote.cluster() if self.remote is not None else None)
         summary = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, " \
                   f"{counts['failed']} failed"
         notify(f"STATUS={'paused: ' + message + '; ' if message else ''}{summary}")

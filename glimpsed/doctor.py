@@ -30,6 +30,51 @@ def run_checks(config: DaemonConfig) -> list[Check]:
     checks += _torch_checks()
     checks += _model_checks(config)
     checks += _folder_checks(config)
+    if config.worker.backend == "ray":
+        checks += _ray_checks(config)
+    return checks
+
+
+def _ray_checks(config: DaemonConfig) -> list[Check]:
+    """Ray installed, its cluster's nodes and GPUs (when an address is set), and the daemon's actors."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("ray")      # not imported yet: `connect` sets its token first
+    except importlib.metadata.PackageNotFoundError:
+        return [Check("ray", "fail", "not installed: pip install 'glimpsed[ray]' (or set worker.backend: local)")]
+    checks = [Check("ray", "ok", f"{version}; token authentication on"
+                    + (f" ({config.worker.ray.token_file})" if config.worker.ray.token_file else ""))]
+    if config.worker.ray.address:
+        from glimpsed.ray_workers import connect
+
+        try:
+            connect(config)
+            import ray
+
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+            checks.append(Check("ray cluster", "ok" if gpus else "warn",
+                                f"{config.worker.ray.address}: {len(nodes)} node(s), {gpus:g} GPU(s)"
+                                + ("" if gpus else "; start `ray start --address=...` on each GPU host")))
+        except Exception as exc:  # noqa: BLE001 - any failure to join is reported, not raised
+            checks.append(Check("ray cluster", "fail", f"cannot join {config.worker.ray.address}: "
+                                f"{type(exc).__name__}: {str(exc)[:200]}"))
+        finally:
+            if "ray" in sys.modules:
+                sys.modules["ray"].shutdown()
+    from glimpsed.store import JobStore
+
+    store = JobStore(config.path("db"))
+    daemon = next((d for d in store.daemons() if d["fresh"] and d.get("cluster")), None)
+    store.close()
+    if daemon is None:
+        checks.append(Check("ray actors", "warn", "no running daemon with worker.backend: ray on this store"))
+    else:
+        for actor in daemon["cluster"]["actors"]:
+            checks.append(Check(f"actor {actor['name']}", "fail" if actor["state"] == "refused" else "ok",
+                                f"{actor['state']} on {actor.get('host') or '?'}"
+                                + (f": {actor['problem']}" if actor.get("problem") else "")))
     return checks
 
 

@@ -65,3 +65,8 @@ class OutboxUnavailable(PublishError):
 
 class JobTimeout(GlimpsedError):
     """A job ran longer than `jobs.timeout_seconds`."""
+
+
+class WorkerLost(GlimpsedError):
+    """The worker running a job went away (a Ray actor or its node died): the job is requeued with an attempt
+    spent and runs again on a worker that is alive."""

@@ -134,6 +134,12 @@ def m002_raw_names_instances_inbox(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE daemon")
 
 
+@migrations()
+def m003_daemon_cluster(db: sqlite_utils.Database) -> None:
+    """What a daemon's remote workers run on (`worker.backend: ray`: nodes, GPUs, actors), for `status`."""
+    db.execute("ALTER TABLE daemons ADD COLUMN cluster TEXT")
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of `jobs`. Times are Unix seconds."""
@@ -535,13 +541,14 @@ class JobStore:
 
     def set_daemon_state(self, state: str, message: str = "", watch_mode: str = "", started_at: float | None = None,
                          workers: list[str] | None = None, inbox: dict[str, Any] | None = None,
-                         now: float | None = None) -> None:
+                         cluster: dict[str, Any] | None = None, now: float | None = None) -> None:
         """This daemon instance's heartbeat (one row per host:pid, so instances sharing a store all show)."""
         now = time.time() if now is None else now
         self.db.execute("DELETE FROM daemons WHERE heartbeat_at < ?", [now - 7 * 86400])  # long-gone instances
         self.db["daemons"].upsert(dict(
             owner=owner_id(), host=socket.gethostname(), pid=os.getpid(), state=state, message=message,
             watch_mode=watch_mode, workers=json.dumps(workers or []), inbox=json.dumps(inbox or {}),
+            cluster=json.dumps(cluster) if cluster else None,
             started_at=started_at or now, heartbeat_at=now), pk="owner")
 
     def daemons(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -551,6 +558,7 @@ class JobStore:
         for row in rows:
             row["workers"] = json.loads(row["workers"] or "[]")
             row["inbox"] = json.loads(row["inbox"] or "{}")
+            row["cluster"] = json.loads(row["cluster"]) if row.get("cluster") else None
             row["fresh"] = row["state"] in ("running", "paused") and now - row["heartbeat_at"] <= HEARTBEAT_FRESH_SECONDS
         return rows
 

@@ -22,7 +22,7 @@ import structlog
 
 from glimpsed import __version__
 from glimpsed.config import DaemonConfig
-from glimpsed.errors import InvalidTransition, OutboxUnavailable, PublishError
+from glimpsed.errors import InvalidTransition, OutboxUnavailable, PublishError, WorkerLost
 from glimpsed.names import display
 from glimpsed.outbox import (DISK_FULL_ERRNOS, already_published, check_outbox, dispose_original, error_file,
                              iso_utc, publish, reserve_target, set_aside_failed)
@@ -49,10 +49,10 @@ PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, er
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth another attempt: I/O trouble and running out of GPU memory."""
+    """Errors worth another attempt: I/O trouble, a lost worker and running out of GPU memory."""
     if isinstance(exc, OSError):
         return exc.errno not in PERMANENT_ERRNOS
-    if isinstance(exc, PublishError):
+    if isinstance(exc, (PublishError, WorkerLost)):
         return True
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
 

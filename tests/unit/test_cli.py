@@ -82,3 +82,26 @@ def test_bad_config_is_a_clean_error(cli):
     invoke, _, _ = cli
     result = invoke("config", "show", "--set", "watch.mode=inotify")
     assert result.exit_code == 1 and "watch.mode" in result.output and "Traceback" not in result.output
+
+
+def test_run_backend_and_address_flags_choose_the_ray_workers(tmp_path, monkeypatch):
+    import glimpsed.daemon
+
+    seen = {}
+
+    class Daemon:
+        def __init__(self, config, version):
+            seen["worker"] = config.worker
+
+        def run(self):
+            return 0
+
+    monkeypatch.setattr(glimpsed.daemon, "Daemon", Daemon)
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    (tmp_path / "var" / "outbox").mkdir()
+    base = ["run", "--set", f"paths.root={tmp_path / 'var'}"]
+    assert CliRunner().invoke(main, [*base, "--address", "10.0.0.1:6379"]).exit_code == 0
+    assert seen["worker"].backend == "ray" and seen["worker"].ray.address == "10.0.0.1:6379"
+    assert CliRunner().invoke(main, [*base, "--backend", "ray"]).exit_code == 0
+    assert seen["worker"].backend == "ray" and seen["worker"].ray.address is None      # a private instance
+    assert CliRunner().invoke(main, base).exit_code == 0 and seen["worker"].backend == "local"

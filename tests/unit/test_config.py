@@ -130,3 +130,32 @@ def test_job_store_on_a_network_filesystem_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     assert info.value.key == "paths.db" and "network filesystem" in str(info.value)
+
+
+def test_the_ray_section(tmp_path, monkeypatch):
+    cfg = load_config(write(tmp_path, "worker:\n  backend: ray\n  ray:\n    address: 10.0.0.1:6379\n"
+                                      "    resources: {gpu_host: 1}\n    workers: 4\n"), env={})
+    assert cfg.worker.backend == "ray" and cfg.worker.ray.address == "10.0.0.1:6379"
+    assert cfg.worker.ray.resources == {"gpu_host": 1.0} and cfg.worker.ray.workers == 4
+    env = {"GLIMPSED_WORKER__RAY__RESOURCES": "gpu_host=1, big=0.5", "GLIMPSED_WORKER__RAY__WORKERS": "auto"}
+    cfg = load_config(None, env=env)
+    assert cfg.worker.ray.resources == {"gpu_host": 1.0, "big": 0.5} and cfg.worker.ray.workers == "auto"
+    for override, key, words in [({"worker.ray.resources": "gpu_host"}, "worker.ray.resources", "name=value"),
+                                 ({"worker.ray.resources": "a=x"}, "worker.ray.resources.a", "must be a number"),
+                                 ({"worker.ray.workers": "0"}, "worker.ray.workers", ">= 1"),
+                                 ({"worker.ray.gpus_per_worker": "0"}, "worker.ray.workers", "give a number"),
+                                 ({"worker.backend": "slurm"}, "worker.backend", "one of local, ray")]:
+        with pytest.raises(ConfigError) as info:
+            validate(load_config(None, env={}, overrides=override), check_filesystem=False)
+        assert info.value.key == key and words in str(info.value)
+    with pytest.raises(ConfigError, match="token_file.*does not exist.*ray get-auth-token"):
+        validate(load_config(None, env={}, overrides={"worker.backend": "ray",
+                                                      "worker.ray.token_file": str(tmp_path / "nope")}),
+                 check_filesystem=False)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'glimpsed\[ray\]'") as info:
+        validate(load_config(None, env={}, overrides={"worker.backend": "ray"}), check_filesystem=False)
+    assert info.value.key == "worker.backend"
