@@ -12,11 +12,10 @@ from typing import Any, Callable
 
 import click
 
-from glimpsed import __version__
+from glimpsed import __version__, report
 from glimpsed.config import DaemonConfig, load_config, validate
 from glimpsed.errors import GlimpsedError
-from glimpsed.names import display
-from glimpsed.store import STATES, Job, JobStore
+from glimpsed.store import STATES, JobStore
 
 SYSTEM_CONFIG = Path("/etc/glimpsed/glimpsed.yaml")
 
@@ -159,12 +158,11 @@ def submit(config: DaemonConfig, files: tuple[str, ...]) -> None:
 def status(config: DaemonConfig, as_json: bool) -> None:
     """Show the daemon's state, queue counts and the running jobs with their progress."""
     store = _store(config)
+    if as_json:
+        click.echo(json.dumps(report.status(store), indent=2))
+        return
     daemons, counts = store.daemons(), store.counts()
     running = store.jobs("running", limit=20)
-    if as_json:
-        click.echo(json.dumps({"daemon": daemons[0] if daemons else None, "daemons": daemons, "counts": counts,
-                               "running": [_job_dict(j) for j in running]}, indent=2))
-        return
     live = [d for d in daemons if d["fresh"]] or daemons[:1]
     for i, daemon in enumerate(live or [None]):
         click.echo(f"{'daemon:' if i == 0 else '':<8} {_daemon_line(daemon)}")
@@ -184,10 +182,10 @@ def status(config: DaemonConfig, as_json: bool) -> None:
 def jobs(config: DaemonConfig, as_json: bool, state: str | None, limit: int) -> None:
     """List jobs, newest first."""
     store = _store(config)
-    rows = store.jobs(state, limit)
     if as_json:
-        click.echo(json.dumps([_job_dict(j) for j in rows], indent=2))
+        click.echo(json.dumps(report.jobs(store, state, limit), indent=2))
         return
+    rows = store.jobs(state, limit)
     table = [("ID", "STATE", "STAGE", "TRIES", "AGE", "SOURCE", "OUTPUT / ERROR")]
     for j in rows:
         detail = j.output_dir or (f"{j.error_type}: {j.error_message}" if j.error_type else "")
@@ -206,13 +204,12 @@ def jobs(config: DaemonConfig, as_json: bool, state: str | None, limit: int) -> 
 @click.argument("job_id")
 def show(config: DaemonConfig, as_json: bool, job_id: str) -> None:
     """Show one job (by id or unique prefix) and its events."""
-    store = _store(config)
-    job = store.get(job_id)
-    events = store.events(job.id)
+    detail = report.job_detail(_store(config), job_id)
     if as_json:
-        click.echo(json.dumps({"job": _job_dict(job), "events": events}, indent=2))
+        click.echo(json.dumps(detail, indent=2))
         return
-    for key, value in _job_dict(job).items():
+    events = detail["events"]
+    for key, value in detail["job"].items():
         if value not in (None, "", "[]") and key != "result":
             click.echo(f"{key:>17}: {value}")
     click.echo("events:")
@@ -389,16 +386,6 @@ def _bar(fraction: float, width: int = 20) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
 
 
-def _job_dict(job: Job) -> dict[str, Any]:
-    data = dict(job.__dict__)
-    data.pop("source_raw", None)  # bytes: `source_path` is their display text
-    aside = data.pop("aside_raw", None)
-    data["aside_path"] = display(aside) if aside else None
-    if data.get("result"):
-        data["result"] = json.loads(data["result"])
-    return data
-
-
 def _daemon_line(daemon: dict[str, Any] | None) -> str:
     if not daemon:
         return "never started with this store"
@@ -409,6 +396,8 @@ def _daemon_line(daemon: dict[str, Any] | None) -> str:
     if daemon.get("workers") and not cluster:
         line += f", workers {', '.join(daemon['workers'])}"
     line += f", watching by {daemon['watch_mode']})" if daemon["watch_mode"] else ")"
+    if daemon.get("web_url"):
+        line += f"\n         web page: {daemon['web_url']}"
     if daemon["message"]:
         line += f"\n         paused: {daemon['message']}"
     if cluster:

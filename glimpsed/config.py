@@ -120,6 +120,18 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The status page, the JSON API and /metrics, served by the daemon itself (README "Web page")."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # another address than loopback needs a token
+    port: int = 8765  # 0: any free port (the daemon's heartbeat says which)
+    token: str | None = None  # the secret a browser or a script sends; prefer token_file
+    token_file: Path | None = None  # a file holding the token (its first line)
+    metrics_public: bool = False  # serve /metrics without the token (for a Prometheus on a trusted network)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log format: `auto` is human-readable on a terminal, JSON under systemd."""
 
@@ -138,6 +150,7 @@ class DaemonConfig:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     pipeline: Mapping[str, Any] = field(default_factory=default_settings)
 
     def path(self, name: str) -> Path:
@@ -366,6 +379,7 @@ def _check_values(cfg: DaemonConfig) -> None:
         if value < 0:
             raise ConfigError(key, f"must be 0 or more, got {value}")
     _check_ray(cfg)
+    _check_web(cfg)
     for ext in cfg.watch.extensions:
         if not ext.startswith("."):
             raise ConfigError("watch.extensions", f"each extension must start with a dot, got {ext!r}")
@@ -390,6 +404,46 @@ def _check_values(cfg: DaemonConfig) -> None:
         raise ConfigError("worker.pipeline", f"must be 'module:callable', got {cfg.worker.pipeline!r}")
     if cfg.worker.vram_budget != "auto" and not float(cfg.worker.vram_budget) > 0:
         raise ConfigError("worker.vram_budget", f"must be `auto` or a number of GiB > 0, got {cfg.worker.vram_budget!r}")
+
+
+def web_token(cfg: DaemonConfig) -> str | None:
+    """The web token: `web.token`, else the first line of `web.token_file`; None when neither is set.
+
+    Raises:
+        ConfigError: the token file cannot be read or is empty.
+    """
+    if cfg.web.token:
+        return cfg.web.token
+    if cfg.web.token_file is None:
+        return None
+    try:
+        token = Path(cfg.web.token_file).expanduser().read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        raise ConfigError("web.token_file", f"cannot read a token from {cfg.web.token_file} ({exc}); put one line "
+                                            "in it, e.g. `openssl rand -hex 32 > FILE`") from exc
+    if not token:
+        raise ConfigError("web.token_file", f"{cfg.web.token_file} is empty; e.g. `openssl rand -hex 32 > FILE`")
+    return token
+
+
+def _check_web(cfg: DaemonConfig) -> None:
+    if not 0 <= cfg.web.port <= 65535:
+        raise ConfigError("web.port", f"must be a TCP port (1-65535, or 0 for any free one), got {cfg.web.port}")
+    if not cfg.web.enabled:
+        return
+    token = web_token(cfg)
+    if token is not None and len(token) < 16:
+        raise ConfigError("web.token", "must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+    import ipaddress
+
+    try:
+        loopback = cfg.web.host == "localhost" or ipaddress.ip_address(cfg.web.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token is None:
+        raise ConfigError("web.host", f"{cfg.web.host} is reachable from other machines: set web.token_file (or "
+                                      "web.token) so that only those who know it see and change jobs, or serve "
+                                      "on 127.0.0.1")
 
 
 def _check_ray(cfg: DaemonConfig) -> None:

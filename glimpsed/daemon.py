@@ -166,6 +166,7 @@ class Daemon:
         self.intake: Intake | None = None
         self.slots: list[_Slot] = []
         self.remote: Any = None  # `ray_workers.RayWorkers` with worker.backend: ray
+        self.web: Any = None  # `web.WebServer` with web.enabled
         self.started_at = time.time()
         self._next_housekeeping = 0.0
         self._next_watchdog = 0.0
@@ -201,6 +202,11 @@ class Daemon:
                 self.slots.append(slot)
                 self._start_worker(slot)
         self._start_watcher()
+        if self.config.web.enabled:
+            from glimpsed.web import WebServer
+
+            self.web = WebServer(self.config, self.pipeline_version)
+            self.web.start()
         log.info("daemon_started", inbox=str(self.config.path("inbox")), outbox=str(self.config.path("outbox")),
                  workers=self._worker_lines(), backend=self.config.worker.backend, pid=os.getpid())
         self._heartbeat("running")
@@ -238,6 +244,8 @@ class Daemon:
         notify("STOPPING=1")
         self._heartbeat("stopping")
         self.intake.stop_watching()
+        if self.web is not None:
+            self.web.stop()
         if self.remote is not None:
             self.remote.stop(now=self.stop_now)
         for slot in self.slots:
@@ -310,10 +318,13 @@ class Daemon:
     def _healthy(self) -> bool:
         watcher_ok = self.intake.watcher_alive() or bool(self.intake.paused_reason)
         workers_ok = self.remote.alive() if self.remote is not None else True
-        return watcher_ok and workers_ok and all(s.process.is_alive() for s in self.slots)
+        web_ok = self.web.alive() if self.web is not None else True
+        return watcher_ok and workers_ok and web_ok and all(s.process.is_alive() for s in self.slots)
 
     def _worker_lines(self) -> list[str]:
-        return self.remote.worker_lines() if self.remote is not None else [s.device for s in self.slots]
+        if self.remote is not None:
+            return self.remote.worker_lines()
+        return [f"{s.device} (pid {s.process.pid})" if s.process is not None else s.device for s in self.slots]
 
     def _heartbeat(self, state: str) -> None:
         counts = self.store.counts()
@@ -325,7 +336,8 @@ class Daemon:
         self.store.set_daemon_state(state, message=message, watch_mode=mode, started_at=self.started_at,
                                     workers=self._worker_lines(),
                                     inbox=self.intake.summary() if self.intake else {},
-                                    cluster=self.remote.cluster() if self.remote is not None else None)
+                                    cluster=self.remote.cluster() if self.remote is not None else None,
+                                    web_url=self.web.url if self.web is not None else None)
         summary = f"{counts['queued']} queued, {counts['running']} running, {counts['done']} done, " \
                   f"{counts['failed']} failed"
         notify(f"STATUS={'paused: ' + message + '; ' if message else ''}{summary}")

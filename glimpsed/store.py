@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -138,6 +138,12 @@ def m002_raw_names_instances_inbox(db: sqlite_utils.Database) -> None:
 def m003_daemon_cluster(db: sqlite_utils.Database) -> None:
     """What a daemon's remote workers run on (`worker.backend: ray`: nodes, GPUs, actors), for `status`."""
     db.execute("ALTER TABLE daemons ADD COLUMN cluster TEXT")
+
+
+@migrations()
+def m004_daemon_web_url(db: sqlite_utils.Database) -> None:
+    """Where a daemon serves its web page (`status` says it; `web.port: 0` picks any free port)."""
+    db.execute("ALTER TABLE daemons ADD COLUMN web_url TEXT")
 
 
 @dataclass(frozen=True)
@@ -485,11 +491,31 @@ class JobStore:
             raise JobNotFound(job_id)
         return job
 
-    def jobs(self, state: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first, optionally only one state."""
+    def jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+        """Newest first, optionally only one state; `offset` jobs skipped (paging)."""
         where, args = ("WHERE state = ?", [state]) if state else ("", [])
         return [Job.from_row(r) for r in self.db.query(
-            f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?", [*args, limit])]
+            f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset])]
+
+    def event_counts(self, events: Sequence[str]) -> dict[str, int]:
+        """How many events of each name the store holds (for counters: events are only ever added)."""
+        counts = dict.fromkeys(events, 0)
+        marks = ", ".join("?" * len(events))
+        for event, n in self.db.execute(
+                f"SELECT event, count(*) FROM events WHERE event IN ({marks}) GROUP BY event", list(events)):
+            counts[event] = n
+        return counts
+
+    def finished_runs(self, limit: int = 10_000) -> list[tuple[float, dict[str, Any] | None]]:
+        """The newest `limit` done jobs: (seconds from the start of their last attempt to done, result)."""
+        return [(r["finished_at"] - r["started_at"], json.loads(r["result"]) if r["result"] else None)
+                for r in self.db.query("SELECT started_at, finished_at, result FROM jobs WHERE state = 'done'"
+                                       " AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?", [limit])]
+
+    def oldest_queued_at(self) -> float | None:
+        """When the oldest queued job was queued (None: the queue is empty)."""
+        return self.db.execute("SELECT min(created_at) FROM jobs WHERE state = 'queued'").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -541,14 +567,15 @@ class JobStore:
 
     def set_daemon_state(self, state: str, message: str = "", watch_mode: str = "", started_at: float | None = None,
                          workers: list[str] | None = None, inbox: dict[str, Any] | None = None,
-                         cluster: dict[str, Any] | None = None, now: float | None = None) -> None:
+                         cluster: dict[str, Any] | None = None, web_url: str | None = None,
+                         now: float | None = None) -> None:
         """This daemon instance's heartbeat (one row per host:pid, so instances sharing a store all show)."""
         now = time.time() if now is None else now
         self.db.execute("DELETE FROM daemons WHERE heartbeat_at < ?", [now - 7 * 86400])  # long-gone instances
         self.db["daemons"].upsert(dict(
             owner=owner_id(), host=socket.gethostname(), pid=os.getpid(), state=state, message=message,
             watch_mode=watch_mode, workers=json.dumps(workers or []), inbox=json.dumps(inbox or {}),
-            cluster=json.dumps(cluster) if cluster else None,
+            cluster=json.dumps(cluster) if cluster else None, web_url=web_url,
             started_at=started_at or now, heartbeat_at=now), pk="owner")
 
     def daemons(self, now: float | None = None) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ class DaemonProcess:
             "watch": {"poll_interval": 0.2, "stability_seconds": 0.6, "rescan_interval": 2.0},
             "jobs": {"lease_seconds": 6.0, "retry_backoff_seconds": 0.5},
             "logging": {"format": "json"},
+            "web": {"port": 0},  # any free port: daemons of other tests (or a real one) may hold 8765
             # a smaller cutout, relief and mesh and fewer rendered views keep each job about 2 s on a
             # 2-core CPU; the daemon's behaviour, not the export quality, is under test here
             "pipeline": {"segment": {"size": 128, "object_size": 100},

@@ -185,3 +185,22 @@ def test_an_actor_whose_host_differs_from_the_head_refuses_to_start(start, clust
     doctor = d.cli("doctor", check=False)
     assert doctor.returncode != 0 and "model dinov2 missing here" in doctor.stdout
     assert d.jobs("running") == [] and d.published() == []
+
+
+def test_a_pipeline_error_comes_back_as_itself_and_follows_the_local_rules(start):
+    """A photo with nothing to cut out fails on the actor with NoObjectFound; the head gets that error (class and
+    hint), spends no retry on it (bad input) and sets the photo aside with its error.json, as a local worker does."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    d = start()
+    blank = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(blank, "PNG")
+    (d.inbox / "blank.png").write_bytes(blank.getvalue())
+    (job,) = d.wait_jobs("failed", 1, 60)
+    assert job.error_type == "NoObjectFound" and job.attempts == 1
+    error = d.wait_for(lambda: (d.root / "failed" / "blank.png.error.json").is_file()
+                       and json.loads((d.root / "failed" / "blank.png.error.json").read_text()), "error.json")
+    assert error["error_type"] == "NoObjectFound" and "Photograph the object" in error["hint"]

@@ -159,3 +159,28 @@ def test_the_ray_section(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'glimpsed\[ray\]'") as info:
         validate(load_config(None, env={}, overrides={"worker.backend": "ray"}), check_filesystem=False)
     assert info.value.key == "worker.backend"
+
+
+def test_the_web_section(tmp_path):
+    from glimpsed.config import web_token
+
+    assert web_token(load_config(None, env={})) is None
+    for overrides, key, words in [
+            ({"web.host": "0.0.0.0"}, "web.host", "set web.token_file"),
+            ({"web.host": "192.168.1.5", "web.token": "short"}, "web.token", "at least 16"),
+            ({"web.port": "70000"}, "web.port", "TCP port"),
+            ({"web.token_file": str(tmp_path / "missing")}, "web.token_file", "cannot read a token")]:
+        with pytest.raises(ConfigError) as info:
+            validate(load_config(None, env={}, overrides=overrides), check_filesystem=False)
+        assert info.value.key == key and words in str(info.value)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        validate(load_config(None, env={}, overrides={"web.token_file": str(tmp_path / "empty")}),
+                 check_filesystem=False)
+    (tmp_path / "token").write_text("0123456789abcdef0123\nignored\n")
+    cfg = load_config(None, env={}, overrides={"web.host": "0.0.0.0", "web.token_file": str(tmp_path / "token")})
+    validate(cfg, check_filesystem=False)
+    assert web_token(cfg) == "0123456789abcdef0123"
+    validate(load_config(None, env={}, overrides={"web.host": "::1"}), check_filesystem=False)   # loopback
+    validate(load_config(None, env={}, overrides={"web.host": "0.0.0.0", "web.enabled": "false"}),
+             check_filesystem=False)

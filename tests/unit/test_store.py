@@ -26,7 +26,8 @@ def enqueue(store, name="a.jpg", sha="aa" * 32, **kw):
 
 
 def test_schema_is_versioned(store):
-    assert store.schema_version() == ["m001_jobs_and_events", "m002_raw_names_instances_inbox", "m003_daemon_cluster"]
+    assert store.schema_version() == ["m001_jobs_and_events", "m002_raw_names_instances_inbox", "m003_daemon_cluster",
+                                     "m004_daemon_web_url"]
 
 
 def test_enqueue_then_claim_is_fifo(store):
