@@ -206,7 +206,11 @@ class Daemon:
             from glimpsed.web import WebServer
 
             self.web = WebServer(self.config, self.pipeline_version)
-            self.web.start()
+            try:
+                self.web.start()
+            except Exception:  # noqa: BLE001 - the page is a window on the daemon: never a reason to stop it
+                log.exception("web_failed", detail="the daemon runs on without its web page")
+                self.web = None
         log.info("daemon_started", inbox=str(self.config.path("inbox")), outbox=str(self.config.path("outbox")),
                  workers=self._worker_lines(), backend=self.config.worker.backend, pid=os.getpid())
         self._heartbeat("running")

@@ -43,7 +43,7 @@ def create_app(config: DaemonConfig, pipeline_version: str) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["clock"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
     token = web_token(config)
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=False)       # no store read at registration: only when scraped
     registry.register(StoreCollector(lambda: JobStore(config.path("db"), migrate=False), pipeline_version))
 
     def store() -> JobStore:

@@ -66,10 +66,11 @@ class StoreCollector(Collector):
                                   value=events["job_retry_scheduled"])
         runs = store.finished_runs()
         stages: dict[tuple[str, ...], list[float]] = {}
-        for _, result in runs:
+        for _, result in runs:                            # a pipeline of one's own may record less: skip it
             for stage in (result or {}).get("stages", []):
-                if not stage.get("resumed"):
-                    stages.setdefault((stage["name"], stage.get("backend", "")), []).append(stage["duration_s"])
+                if not stage.get("resumed") and isinstance(stage.get("duration_s"), (int, float)):
+                    stages.setdefault((stage.get("name", "?"), stage.get("backend", "")), []).append(
+                        stage["duration_s"])
         yield _histogram("glimpsed_job_duration_seconds", "From the start of a job's last attempt to its "
                          "publication (the newest 10,000 done jobs).", JOB_BUCKETS,
                          {(): [seconds for seconds, _ in runs]} if runs else {}, [])

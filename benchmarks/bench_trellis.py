@@ -1,0 +1,164 @@
+"""TRELLIS-image-large speed and memory: the full-size model with random weights (the published configs, so the
+same FLOPs), one image, 25 + 25 sampler steps; and bf16 against fp32 on the tiny golden model.
+
+Random weights decide nothing about which voxels are occupied, so the sparse-structure decoder's last bias is
+shifted (as the golden run did) until `--voxels` of the 64^3 voxels are occupied, a typical object's count;
+everything after that (SLat flow over those voxels, 32 Gaussians each) costs what a real run costs.
+
+    python3 benchmarks/bench_trellis.py --device cuda [--dtype bf16] [--low-memory] [--voxels 20000]
+    .venv/bin/python benchmarks/bench_trellis.py --tiny-golden      # bf16 vs fp32 on ../shared/trellis (CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ai_modules.trellis import pipeline as P  # noqa: E402
+from ai_modules.trellis.conditioner import DinoV2Config, DinoV2Reg  # noqa: E402
+from ai_modules.trellis.gs_decoder import PUBLISHED_CONFIG as GS_CONFIG  # noqa: E402
+from ai_modules.trellis.gs_decoder import SLatGaussianDecoder  # noqa: E402
+from ai_modules.trellis.slat_flow import SLatFlowModel  # noqa: E402
+from ai_modules.trellis.ss_decoder import PUBLISHED_CONFIG as SS_DECODER_CONFIG  # noqa: E402
+from ai_modules.trellis.ss_decoder import SparseStructureDecoder  # noqa: E402
+from ai_modules.trellis.ss_flow import SparseStructureFlowModel  # noqa: E402
+
+# The manifests' config_args (../shared/trellis/manifest_*.json), fp32 weights: the dtype is chosen per run.
+SS_FLOW = {"resolution": 16, "in_channels": 8, "out_channels": 8, "model_channels": 1024, "cond_channels": 1024,
+           "num_blocks": 24, "num_heads": 16, "mlp_ratio": 4, "patch_size": 1, "pe_mode": "ape", "qk_rms_norm": True}
+SLAT_FLOW = {"resolution": 64, "in_channels": 8, "out_channels": 8, "model_channels": 1024, "cond_channels": 1024,
+             "num_blocks": 24, "num_heads": 16, "mlp_ratio": 4, "patch_size": 2, "num_io_res_blocks": 2,
+             "io_block_channels": [128], "pe_mode": "ape", "qk_rms_norm": True}
+
+
+def photo(size: int = 512) -> Image.Image:
+    """An RGBA cutout: a shaded ellipse with a stripe, soft alpha at its rim."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    r = ((xx - 0.5) / 0.3) ** 2 + ((yy - 0.52) / 0.4) ** 2
+    alpha = np.clip((1.0 - r) * 20, 0, 1)
+    rgb = np.stack([0.8 - 0.3 * xx, 0.4 + 0.2 * yy, 0.2 + 0.6 * (np.abs(yy - 0.5) < 0.05)], -1)
+    return Image.fromarray((np.concatenate([rgb, alpha[..., None]], -1) * 255).astype(np.uint8), "RGBA")
+
+
+def published_models(device: str) -> P.TrellisModels:
+    """The five networks at their published sizes with random weights (initialised on `device`)."""
+    with torch.device(device):
+        return P.TrellisModels(DinoV2Reg(DinoV2Config()), SparseStructureFlowModel(**SS_FLOW),
+                               SparseStructureDecoder(**{**SS_DECODER_CONFIG, "use_fp16": False}),
+                               SLatFlowModel(**SLAT_FLOW), SLatGaussianDecoder(**{**GS_CONFIG, "use_fp16": False}))
+
+
+class Resident:
+    """Low-memory mode: each network is on the GPU only while it runs (hooks move it in and back out)."""
+
+    def __init__(self, models: P.TrellisModels, device: str) -> None:
+        for module in models.modules():
+            module.to("cpu")
+            module.register_forward_pre_hook(lambda m, args: m.to(device))
+            module.register_forward_hook(lambda m, args, out: m.to("cpu"))
+
+
+def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, voxels: int,
+                        device: str) -> None:
+    """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image."""
+    found: dict[str, torch.Tensor] = {}
+    hook = models.ss_decoder.register_forward_hook(lambda m, args, out: found.setdefault("logits", out.detach()))
+    with contextlib.suppress(Exception):                  # random weights may occupy nothing: the run may fail
+        P.run(models, image, settings, device)
+    hook.remove()
+    logits = found["logits"].flatten().float()
+    kth = torch.topk(logits, voxels + 1).values
+    shift = float((kth[-2] + kth[-1]) / 2)                # between the voxels-th and the next logit
+    last = [m for m in models.ss_decoder.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        last.bias -= shift
+
+
+def timed(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, device: str,
+          dtype: torch.dtype | None) -> dict:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype else contextlib.nullcontext()
+    with autocast:
+        result = P.run(models, image, settings, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    return {"seconds": round(seconds, 3), "peak_gib": round(peak, 2), "voxels": int(result.coords.shape[0]),
+            "gaussians": int(result.gaussians.get_xyz.shape[0])}
+
+
+def full_size(args: argparse.Namespace) -> None:
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    device = args.device
+    torch.manual_seed(0)
+    models = published_models("cpu" if args.low_memory else device)
+    for m in models.modules():
+        m.eval()
+    params = sum(p.numel() for m in models.modules() for p in m.parameters())
+    if args.low_memory:
+        Resident(models, device)
+    settings = P.TrellisSettings()                        # 25 + 25 steps, cfg 7.5 / 3.0 (SPEC 0 defaults)
+    image = photo()
+    calibrate_occupancy(models, image, settings, args.voxels, device)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    print(f"# {name}; {params / 1e9:.2f}B parameters (random, fp32 weights); {args.dtype} autocast; "
+          f"{'low-memory (one network on the GPU at a time)' if args.low_memory else 'all networks resident'}; "
+          f"{settings.ss_sampler.steps}+{settings.slat_sampler.steps} steps")
+    runs = [timed(models, image, settings, device, dtype) for _ in range(args.repeat)]
+    for i, r in enumerate(runs):
+        print(f"run {i}: {r['seconds']:.2f} s, peak {r['peak_gib']:.2f} GiB, {r['voxels']} voxels, "
+              f"{r['gaussians']} Gaussians")
+    print(json.dumps({"device": name, "dtype": args.dtype, "low_memory": args.low_memory, "runs": runs}))
+
+
+def tiny_golden(args: argparse.Namespace) -> None:
+    """bf16 (and fp16) autocast against fp32 on the tiny golden model, measured on the final Gaussians."""
+    sys.path.insert(0, str(REPO / "tests" / "unit" / "ai_modules"))
+    from test_trellis_pipeline import golden_settings, tiny_models
+    from trellis_golden import GOLDEN, golden
+
+    image = Image.open(GOLDEN / "input_rgba.png")
+    reference = golden("gaussians")
+    models, settings = tiny_models(), golden_settings()
+    for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        with autocast:
+            result = P.run(models, image, settings, "cpu")
+        g = result.gaussians
+        same = torch.equal(result.coords, golden("sparse_structure")["ss_coords"])
+        diffs = {name: float((getattr(g, f"get_{name}").float() - reference[f"gs_get_{name}"]).abs().max())
+                 if same else float("nan") for name in ("xyz", "features", "scaling", "rotation", "opacity")}
+        print(f"{label}: coords {'equal' if same else 'DIFFER'} ({result.coords.shape[0]} voxels); max |diff| vs the "
+              "original's fp32 Gaussians: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16")
+    parser.add_argument("--low-memory", action="store_true")
+    parser.add_argument("--voxels", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=2, help="runs after calibration (the first warms up)")
+    parser.add_argument("--tiny-golden", action="store_true", help="bf16 vs fp32 on the tiny golden model (CPU)")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    tiny_golden(args) if args.tiny_golden else full_size(args)
+
+
+if __name__ == "__main__":
+    main()
