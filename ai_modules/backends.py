@@ -48,6 +48,8 @@ class BackendSpec:
 BACKENDS: tuple[BackendSpec, ...] = (
     BackendSpec("segment", "rembg", "ai_modules.segment.backends:Rembg", ("isnet-general-use",)),
     BackendSpec("segment", "alpha_grabcut", "ai_modules.segment.backends:AlphaGrabcut"),
+    BackendSpec("multiview", "trellis", "ai_modules.multiview.trellis:Trellis",
+                ("trellis-image-large", "dinov2-vitl14-reg")),
     BackendSpec("multiview", "syncdreamer", "ai_modules.multiview.backends:SyncDreamerViews", ("syncdreamer-pretrain",)),
     BackendSpec("multiview", "relief", "ai_modules.multiview.backends:Relief"),
     BackendSpec("depth", "dpt", "ai_modules.depth.backends:DPT", ("dpt-hybrid-midas",)),

@@ -16,6 +16,16 @@ SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.37317633
          -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
 
 
+def yaw_matrix(yaw_deg: float) -> torch.Tensor:
+    """[3, 3] float64 rotation by `yaw_deg` about +Z (counter-clockwise seen from above); entries within 1e-12 of
+    an integer are snapped, so quarter turns are exact."""
+    a = math.radians(yaw_deg)
+    c, s = math.cos(a), math.sin(a)
+    m = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    r = m.round()
+    return torch.where((m - r).abs() < 1e-12, r, m)
+
+
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Convert quaternions [...,4] (w,x,y,z; normalised here) to rotation matrices [...,3,3]."""
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -14,6 +14,8 @@ Layout under ``models_dir`` (the daemon's config decides where that is)::
       syncdreamer/
         syncdreamer-pretrain.ckpt
         ViT-L-14.pt
+      trellis/TRELLIS-image-large/ microsoft/TRELLIS-image-large: pipeline.json + ckpts/ (4 networks)
+      trellis/dinov2_vitl14_reg4_pretrain.pth
       depth/dpt-hybrid-midas/      a Hugging Face snapshot (config.json + weights)
       enhance/sdxl-base/           stabilityai/stable-diffusion-xl-base-1.0 snapshot
       enhance/sdxl-lightning/sdxl_lightning_4step_unet.safetensors
@@ -95,9 +97,10 @@ class ModelSpec:
         size: about how many bytes it takes when whole, for `models list` (never used to verify).
         sha256: file -> sha256 the publisher gives (""-keyed for a single file; for a hub file, its LFS sha256
             at the pinned revision); others are recorded at the first verified pull in the lock file.
-        tensors: per folder of a weights file ("" for the model's own folder or a single file), tensor names its
-            loader needs (matched as a suffix, so "text_model." or "state_dict." prefixes do not matter): a
-            file of the right format without them (another model's weights, a stripped export) is not present.
+        tensors: per weights file (its path under the model's folder) or per folder of weights files ("" for the
+            model's own folder or a single file), tensor names its loader needs (matched as a suffix, so
+            "text_model." or "state_dict." prefixes do not matter): a file of the right format without them
+            (another model's weights, a stripped export) is not present.
     """
 
     name: str
@@ -118,7 +121,8 @@ class ModelSpec:
         if file.suffix not in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
             return ()
         folder = file.parent.as_posix() if self.kind == "dir" else "."
-        return dict(self.tensors).get("" if folder == "." else folder, ())
+        table = dict(self.tensors)
+        return table.get(required, table.get("" if folder == "." else folder, ()))
 
 
 APACHE = Licence("apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0")
@@ -132,6 +136,12 @@ _SDXL_BASE_FILES = ("model_index.json", "scheduler/scheduler_config.json", "unet
                       for f in ("merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json")),
                     *(f"{e}/{f}" for e in ("text_encoder", "text_encoder_2") for f in ("config.json", "model.fp16.safetensors")),
                     "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors")
+
+#: TRELLIS-image-large's four networks on the Gaussian path (pipeline.json names them; the mesh and radiance-field
+#: decoders are not fetched), each a .json of constructor arguments and a .safetensors.
+_TRELLIS_CKPTS = ("ckpts/ss_flow_img_dit_L_16l8_fp16", "ckpts/ss_dec_conv3d_16l8_fp16",
+                  "ckpts/slat_flow_img_dit_L_64l8p2_fp16", "ckpts/slat_dec_gs_swin8_B_64l8gs32_fp16")
+_TRELLIS_FILES = ("pipeline.json", *(f"{c}.{ext}" for c in _TRELLIS_CKPTS for ext in ("json", "safetensors")))
 
 
 def _same(*paths: str) -> tuple[tuple[str, str], ...]:
@@ -162,6 +172,22 @@ MODELS: tuple[ModelSpec, ...] = (
                       checksum=f"sha256:{_CLIP_SHA256}"),),
               Licence("mit", "MIT License (OpenAI CLIP)", "https://github.com/openai/CLIP/blob/main/LICENSE"),
               size=932_768_134, sha256=(("", _CLIP_SHA256),)),
+    ModelSpec("trellis-image-large", "multiview", "trellis", "trellis/TRELLIS-image-large", "dir",
+              (Source("hf", "microsoft/TRELLIS-image-large", _same(*_TRELLIS_FILES),
+                      revision="25e0d31ffbebe4b5a97464dd851910efc3002d96"),),
+              Licence("mit", "MIT License (TRELLIS code and weights)",
+                      "https://huggingface.co/microsoft/TRELLIS-image-large"),
+              required=_TRELLIS_FILES, size=2_630_000_000,
+              tensors=((f"{_TRELLIS_CKPTS[0]}.safetensors", ("pos_emb", "blocks.0.self_attn.to_qkv.weight")),
+                       (f"{_TRELLIS_CKPTS[1]}.safetensors", ("input_layer.weight", "out_layer.2.weight")),
+                       (f"{_TRELLIS_CKPTS[2]}.safetensors", ("input_blocks.0.conv1.conv.weight",
+                                                             "out_blocks.0.conv2.conv.weight")),
+                       (f"{_TRELLIS_CKPTS[3]}.safetensors", ("offset_perturbation", "out_layer.weight")))),
+    ModelSpec("dinov2-vitl14-reg", "multiview", "trellis", "trellis/dinov2_vitl14_reg4_pretrain.pth", "file",
+              (Source("url", "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"),),
+              Licence("apache-2.0", "Apache License 2.0 (DINOv2 code and weights)",
+                      "https://github.com/facebookresearch/dinov2/blob/main/LICENSE"), size=1_220_000_000,
+              tensors=(("", ("register_tokens", "blocks.0.ls2.gamma")),)),
     ModelSpec("dpt-hybrid-midas", "depth", "dpt", "depth/dpt-hybrid-midas", "dir",
               (Source("hf", "Intel/dpt-hybrid-midas",
                       _same("config.json", "preprocessor_config.json", "pytorch_model.bin"),

@@ -52,7 +52,7 @@ from .settings import STAGE_NAMES, PipelineSettings, parse_settings
 from .stages import STAGES as STAGE_SPECS
 from .stages import model_identity, unused_reasons
 
-PIPELINE_VERSION: str = "0.5"
+PIPELINE_VERSION: str = "0.6"  # 0.6: multiview `trellis`; the multiview object is object.ply
 STAGES: tuple[str, ...] = STAGE_NAMES
 DONE = "done.json"
 

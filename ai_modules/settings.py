@@ -97,16 +97,20 @@ class MultiviewSettings:
         lo=-10.0, hi=60.0))
     seed: int = field(default=6033, metadata=_rule("int", "random seed of the learned generator", lo=0, hi=2**31 - 1))
     steps: int = field(default=50, metadata=_rule("int", "`syncdreamer`: DDIM steps", lo=1, hi=1000))
+    trellis_steps: int = field(default=0, metadata=_rule(
+        "int", "`trellis`: steps of each of its two flow samplers; 0 = the published pipeline.json's (25)",
+        lo=0, hi=500))
     cfg_scale: float = field(default=2.0, metadata=_rule(
         "float", "`syncdreamer`: classifier-free guidance scale", lo=1.0, hi=20.0))
     view_size: int = field(default=256, metadata=_rule(
-        "int", "`relief`: side of the rendered ring views, pixels (SyncDreamer's are 256; the focal length "
-        "scales with it)", lo=32, hi=1024))
+        "int", "`relief`, `trellis`: side of the rendered ring views, pixels (SyncDreamer's are 256; the focal "
+        "length scales with it)", lo=32, hi=1024))
     relief_size: int = field(default=0, metadata=_rule(
         "int", "`relief`: side at which the cutout becomes Gaussians (one per pixel, front and back); "
         "0 = auto: 192 on CUDA, 128 on the CPU (never more than the cutout's size)", lo=0, hi=2048))
     precision: str = field(default="auto", metadata=_rule(
-        "choice", "`syncdreamer`: `auto` (bf16 on CUDA, fp32 on the CPU), `fp32`, `bf16` or `fp16`",
+        "choice", "`syncdreamer`, `trellis`: `auto` (SyncDreamer bf16 and TRELLIS its published fp16 on CUDA; "
+        "fp32 on the CPU), `fp32`, `bf16` or `fp16`",
         choices=("auto", "fp32", "bf16", "fp16")))
     relief_thickness: float = field(default=0.5, metadata=_rule(
         "float", "`relief`: front-to-back thickness / silhouette width (1.0 turns a disc into a sphere)",

@@ -28,8 +28,8 @@ class StageSpec:
         settings: its settings dataclass.
         needs: the earlier stages whose outputs it reads.
         impl: ``"module:Class"`` of its `base.Stage` subclass (imported when a pipeline is built).
-        off_when: ``(stage, backend, why)``: with `backend: auto`, the stage is `none` while that other stage
-            runs that backend (its outputs would go unused).
+        off_when: ``(stage, backends, why)``: with `backend: auto`, the stage is `none` while that other stage
+            runs one of those backends (its outputs would go unused).
         auto_paths: with `backend: auto`, the stage runs only where the other stages' backends are one of these
             paths (each a tuple of ``(stage, backend)``): where a benchmark measured a gain. None: everywhere.
         auto_why: what that measurement was (for the record of a job where the stage stays off).
@@ -39,7 +39,7 @@ class StageSpec:
     settings: type
     needs: tuple[str, ...]
     impl: str
-    off_when: tuple[str, str, str] | None = None
+    off_when: tuple[str, tuple[str, ...], str] | None = None
     auto_paths: tuple[tuple[tuple[str, str], ...], ...] | None = None
     auto_why: str = ""
 
@@ -58,11 +58,11 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("segment", SegmentSettings, (), "ai_modules.segment.stage:SegmentStage"),
     StageSpec("multiview", MultiviewSettings, ("segment",), "ai_modules.multiview.stage:MultiviewStage"),
     StageSpec("depth", DepthSettings, ("multiview",), "ai_modules.depth.stage:DepthStage",
-              off_when=("multiview", "relief", "the relief's views carry its own geometry, so reconstruct starts "
-                                               "from the relief without a depth term")),
+              off_when=("multiview", ("relief", "trellis"), "the multiview stage built the object itself, so "
+                        "reconstruct starts from it without a depth term")),
     StageSpec("reconstruct", ReconstructSettings, ("multiview", "depth"), "ai_modules.reconstruct.stage:ReconstructStage"),
     StageSpec("enhance", EnhanceSettings, ("multiview", "reconstruct"), "ai_modules.enhance.stage:EnhanceStage",
-              off_when=("refine", "none", "refine does not run, so nothing would use enhanced views")),
+              off_when=("refine", ("none",), "refine does not run, so nothing would use enhanced views")),
     StageSpec("refine", RefineSettings, ("multiview", "reconstruct", "enhance"), "ai_modules.refine.stage:RefineStage",
               auto_paths=REFINE_GAINS, auto_why=REFINE_GAINS_WHY),
     StageSpec("export", ExportSettings, ("refine",), "ai_modules.export.stage:ExportStage"),
@@ -82,7 +82,7 @@ def unused_reasons(settings: PipelineSettings, models_dir: Path | None) -> dict[
             reasons[s.name] = f"{s.auto_why}; this job has {here}"
     runs = {n: "none" if reasons[n] and getattr(settings, n).backend == "auto" else b for n, b in raw.items()}
     for s in STAGES:
-        if s.off_when and runs[s.off_when[0]] == s.off_when[1]:
+        if s.off_when and runs[s.off_when[0]] in s.off_when[1]:
             reasons[s.name] = s.off_when[2]
     return reasons
 

@@ -5,7 +5,7 @@ Random weights decide nothing about which voxels are occupied, so the sparse-str
 shifted (as the golden run did) until `--voxels` of the 64^3 voxels are occupied, a typical object's count;
 everything after that (SLat flow over those voxels, 32 Gaussians each) costs what a real run costs.
 
-    python3 benchmarks/bench_trellis.py --device cuda [--dtype bf16] [--low-memory] [--voxels 20000]
+    python3 benchmarks/bench_trellis.py --device cuda [--dtype bf16|published|fp32] [--low-memory] [--voxels 20000]
     .venv/bin/python benchmarks/bench_trellis.py --tiny-golden      # bf16 vs fp32 on ../shared/trellis (CPU)
 """
 
@@ -16,6 +16,7 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,31 +52,32 @@ def photo(size: int = 512) -> Image.Image:
     return Image.fromarray((np.concatenate([rgb, alpha[..., None]], -1) * 255).astype(np.uint8), "RGBA")
 
 
-def published_models(device: str) -> P.TrellisModels:
-    """The five networks at their published sizes with random weights (initialised on `device`)."""
+def published_models(device: str, fp16: bool = False) -> P.TrellisModels:
+    """The five networks at their published sizes with random weights (initialised on `device`); `fp16`: the
+    torsos in fp16 as published (``use_fp16``), else fp32 throughout."""
     with torch.device(device):
-        return P.TrellisModels(DinoV2Reg(DinoV2Config()), SparseStructureFlowModel(**SS_FLOW),
-                               SparseStructureDecoder(**{**SS_DECODER_CONFIG, "use_fp16": False}),
-                               SLatFlowModel(**SLAT_FLOW), SLatGaussianDecoder(**{**GS_CONFIG, "use_fp16": False}))
-
-
-class Resident:
-    """Low-memory mode: each network is on the GPU only while it runs (hooks move it in and back out)."""
-
-    def __init__(self, models: P.TrellisModels, device: str) -> None:
-        for module in models.modules():
-            module.to("cpu")
-            module.register_forward_pre_hook(lambda m, args: m.to(device))
-            module.register_forward_hook(lambda m, args, out: m.to("cpu"))
+        return P.TrellisModels(DinoV2Reg(DinoV2Config()), SparseStructureFlowModel(**SS_FLOW, use_fp16=fp16),
+                               SparseStructureDecoder(**{**SS_DECODER_CONFIG, "use_fp16": fp16}),
+                               SLatFlowModel(**SLAT_FLOW, use_fp16=fp16),
+                               SLatGaussianDecoder(**{**GS_CONFIG, "use_fp16": fp16}))
 
 
 def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, voxels: int,
-                        device: str) -> None:
+                        device: str, offload: bool) -> None:
     """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image."""
     found: dict[str, torch.Tensor] = {}
-    hook = models.ss_decoder.register_forward_hook(lambda m, args, out: found.setdefault("logits", out.detach()))
-    with contextlib.suppress(Exception):                  # random weights may occupy nothing: the run may fail
-        P.run(models, image, settings, device)
+
+    class Captured(Exception):
+        """Ends the probe run at the SS decoder: random weights may occupy most of the grid, and the SLat flow
+        over a quarter of a million voxels would take minutes."""
+
+    def capture(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        found["logits"] = out.detach()
+        raise Captured
+
+    hook = models.ss_decoder.register_forward_hook(capture)
+    with contextlib.suppress(Captured):
+        P.run(models, image, settings, device, offload=offload)
     hook.remove()
     logits = found["logits"].flatten().float()
     kth = torch.topk(logits, voxels + 1).values
@@ -86,14 +88,14 @@ def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P
 
 
 def timed(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, device: str,
-          dtype: torch.dtype | None) -> dict:
+          dtype: torch.dtype | None, offload: bool) -> dict:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype else contextlib.nullcontext()
     with autocast:
-        result = P.run(models, image, settings, device)
+        result = P.run(models, image, settings, device, offload=offload)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -103,26 +105,37 @@ def timed(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettin
 
 
 def full_size(args: argparse.Namespace) -> None:
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "published": None}[args.dtype]
     device = args.device
     torch.manual_seed(0)
-    models = published_models("cpu" if args.low_memory else device)
+    models = published_models("cpu" if args.low_memory else device, fp16=args.dtype == "published")
     for m in models.modules():
         m.eval()
     params = sum(p.numel() for m in models.modules() for p in m.parameters())
-    if args.low_memory:
-        Resident(models, device)
     settings = P.TrellisSettings()                        # 25 + 25 steps, cfg 7.5 / 3.0 (SPEC 0 defaults)
+    if args.steps:
+        settings = replace(settings, ss_sampler=replace(settings.ss_sampler, steps=args.steps),
+                           slat_sampler=replace(settings.slat_sampler, steps=args.steps))
     image = photo()
-    calibrate_occupancy(models, image, settings, args.voxels, device)
+    calibrate_occupancy(models, image, settings, args.voxels, device, args.low_memory)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
-    print(f"# {name}; {params / 1e9:.2f}B parameters (random, fp32 weights); {args.dtype} autocast; "
+    print(f"# {name}; {params / 1e9:.2f}B parameters (random); {args.dtype}; "
           f"{'low-memory (one network on the GPU at a time)' if args.low_memory else 'all networks resident'}; "
-          f"{settings.ss_sampler.steps}+{settings.slat_sampler.steps} steps")
-    runs = [timed(models, image, settings, device, dtype) for _ in range(args.repeat)]
-    for i, r in enumerate(runs):
+          f"{settings.ss_sampler.steps}+{settings.slat_sampler.steps} steps", flush=True)
+    runs = []
+    for i in range(args.repeat):                         # each printed as it ends: a cut-off run still reports
+        r = timed(models, image, settings, device, dtype, args.low_memory)
+        runs.append(r)
         print(f"run {i}: {r['seconds']:.2f} s, peak {r['peak_gib']:.2f} GiB, {r['voxels']} voxels, "
-              f"{r['gaussians']} Gaussians")
+              f"{r['gaussians']} Gaussians", flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            timed(models, image, settings, device, dtype, args.low_memory)
+        key = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=20), flush=True)
     print(json.dumps({"device": name, "dtype": args.dtype, "low_memory": args.low_memory, "runs": runs}))
 
 
@@ -150,9 +163,13 @@ def tiny_golden(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "published"), default="bf16",
+                        help="bf16: fp32 weights under bf16 autocast; published: the checkpoints' fp16 torsos "
+                             "(the backend's `precision: auto` on CUDA)")
     parser.add_argument("--low-memory", action="store_true")
     parser.add_argument("--voxels", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=0, help="steps of each sampler (0: the published 25)")
+    parser.add_argument("--profile", action="store_true", help="then one more run under torch.profiler: top 20 ops")
     parser.add_argument("--repeat", type=int, default=2, help="runs after calibration (the first warms up)")
     parser.add_argument("--tiny-golden", action="store_true", help="bf16 vs fp32 on the tiny golden model (CPU)")
     args = parser.parse_args()

@@ -32,7 +32,7 @@ def input_camera(elevation: float, size: int) -> tuple[np.ndarray, np.ndarray]:
     return Ring((0.0,), elevation, ring.distance, ring.size, ring.focal).cameras(size)
 
 
-def _coverage(alphas: np.ndarray) -> list[float]:
+def ring_coverage(alphas: np.ndarray) -> list[float]:
     return [round(float((a >= 0.5).mean()), 4) for a in alphas]
 
 
@@ -64,7 +64,7 @@ class Relief(Backend):
         photo = Views(inputs.image[None], inputs.alpha[None], input_view[None].astype(np.float32),
                       input_k[None].astype(np.float32))
         metrics = {"gaussians": g.num, "relief_size": relief_size, "input_focal_px": round(float(input_k[0, 0]), 3),
-                   "ring_coverage": _coverage(ring.alphas)}
+                   "ring_coverage": ring_coverage(ring.alphas)}
         return MultiviewOutputs(ring, photo, g, metrics)
 
 
@@ -139,5 +139,5 @@ class SyncDreamerViews(Backend):
         input_view, input_k = input_camera(s.input_elevation, inputs.image.shape[0])
         photo = Views(inputs.image[None], inputs.alpha[None], input_view, input_k)
         return MultiviewOutputs(ring, photo, None, {
-            "ring_coverage": _coverage(alphas), "batch_view_num": generator.batch_view_num,
+            "ring_coverage": ring_coverage(alphas), "batch_view_num": generator.batch_view_num,
             "precision": str(generator.dtype), "low_memory": self.low_memory})

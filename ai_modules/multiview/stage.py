@@ -4,9 +4,11 @@ Backends (`backends.py`):
 * `relief` (embedded): a closed relief of Gaussians built from the cutout (`relief.relief_object`),
   rendered from the 16 ring cameras; the relief itself is passed on, so `reconstruct` can start from it.
 * `syncdreamer` (learned): SyncDreamer's 16 views (`ai_modules.sync_dreamer`) on the checkpoint's cameras.
+* `trellis` (learned, `trellis.py`): TRELLIS-image-large's 3D Gaussians, turned so the photo is at azimuth 0,
+  rendered from the 16 ring cameras; the object is passed on like the relief.
 
-Either way the photo is passed on as the input view, with the camera it was taken from
-(azimuth 0, `input_elevation`): it is the best view there is.
+Every way the photo is passed on as the input view, with the camera it was taken from (azimuth 0,
+`input_elevation`; for `trellis` the elevation and framing found for it): it is the best view there is.
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ class Views:
 
 @dataclass
 class MultiviewOutputs:
-    """The ring views, the input view and, from `relief`, the object they were rendered from.
+    """The ring views, the input view and, from `relief` and `trellis`, the object they were rendered from.
 
     Attributes:
         ring: the 16 views on SyncDreamer's ring (`cameras.SYNCDREAMER_RING`), with the cameras they were made with.
         input: the photo's cutout as one view with its own camera.
-        gaussians: the relief object (world frame), or None for a generator without 3D.
+        gaussians: the object (world frame) from `relief` or `trellis`, or None for a generator of views only.
         metrics: numbers for the stage record.
     """
 
@@ -79,7 +81,7 @@ class MultiviewStage(Stage):
 
     name: ClassVar[str] = "multiview"
     cameras_file: ClassVar[str] = "cameras.json"
-    relief_file: ClassVar[str] = "relief.ply"
+    object_file: ClassVar[str] = "object.ply"
 
     def check_inputs(self, inputs: MultiviewInputs) -> None:
         """Raise ValueError unless image [S,S,3] and alpha [S,S] float32 agree."""
@@ -95,7 +97,8 @@ class MultiviewStage(Stage):
         return MultiviewInputs(outputs["segment"].image, outputs["segment"].alpha)
 
     def save(self, outputs: MultiviewOutputs, directory: Path) -> dict[str, str]:
-        """Write ``view_00.png`` ... (RGBA), ``input.png``, ``cameras.json`` and, from `relief`, ``relief.ply``."""
+        """Write ``view_00.png`` ... (RGBA), ``input.png``, ``cameras.json`` and, from `relief` and `trellis`, the
+        object as ``object.ply``."""
         d = Path(directory)
         written = {}
         for i, (image, alpha) in enumerate(zip(outputs.ring.images, outputs.ring.alphas)):
@@ -107,12 +110,12 @@ class MultiviewStage(Stage):
         write_json(d / self.cameras_file, cameras)
         written["cameras"] = self.cameras_file
         if outputs.gaussians is not None:
-            outputs.gaussians.save_ply(d / self.relief_file)
-            written["relief"] = self.relief_file
+            outputs.gaussians.save_ply(d / self.object_file)
+            written["object"] = self.object_file
         return written
 
     def load_outputs(self, directory: Path) -> MultiviewOutputs:
-        """Read the views, cameras and relief back.
+        """Read the views, cameras and object back.
 
         Raises:
             FormatError: a missing or malformed file.
@@ -124,8 +127,8 @@ class MultiviewStage(Stage):
             raise FormatError(f"{d / self.cameras_file}: unreadable ({exc})") from exc
         ring = _load_views(d, [f"view_{i:02d}.png" for i in range(len(cameras["ring"]["viewmats"]))], cameras["ring"])
         photo = _load_views(d, ["input.png"], cameras["input"])
-        relief = Gaussians.load_ply(d / self.relief_file) if (d / self.relief_file).is_file() else None
-        return MultiviewOutputs(ring, photo, relief)
+        obj = Gaussians.load_ply(d / self.object_file) if (d / self.object_file).is_file() else None
+        return MultiviewOutputs(ring, photo, obj)
 
 
 def foreground_from_white(images: np.ndarray, threshold: float = 0.04) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The `reconstruct` stage: the ring views + the input view (+ depth) -> fitted Gaussians (backend `fit`).
 
 It runs the Gaussian core's `fit` over the 16 ring views and the photo's own view (which
-counts `input_weight` times: it is the only real one). It starts from the relief when the
-multiview stage built one (a few hundred steps then suffice), else from the visible part of the views' visual hull
+counts `input_weight` times: it is the only real one). It starts from the object when the
+multiview stage built one (the relief, or TRELLIS's Gaussians: a few hundred steps then suffice, and the photo's
+weight pulls the object towards the photo), else from the visible part of the views' visual hull
 (`init.from_visible_hull`).
 """
 
@@ -103,14 +104,14 @@ class Fit(Backend):
         parts = [ring] + [photo] * s.input_weight
         images, masks, depths, viewmats, ks = (torch.from_numpy(np.concatenate([p[i] for p in parts]))
                                                for i in range(5))
-        relief = inputs.views.gaussians
-        initial = relief if relief is not None else from_visible_hull(
+        obj = inputs.views.gaussians                     # the relief or TRELLIS's object, when there is one
+        initial = obj if obj is not None else from_visible_hull(
             images, masks, viewmats, ks, PRESETS[s.preset].init_points, generator=torch.Generator().manual_seed(0))
-        iterations = s.iterations or (relief_iterations(kind, relief.num) if relief is not None
+        iterations = s.iterations or (relief_iterations(kind, obj.num) if obj is not None
                                       else PRESETS[s.preset].iterations)
-        densify = s.densify if s.densify != "auto" else ("none" if relief is not None else PRESETS[s.preset].densify)
+        densify = s.densify if s.densify != "auto" else ("none" if obj is not None else PRESETS[s.preset].densify)
         batch = 1 if self.low_memory else s.views_per_step or (
-            RELIEF_VIEWS_PER_STEP_CUDA if relief is not None and kind == "cuda" else 1)
+            RELIEF_VIEWS_PER_STEP_CUDA if obj is not None and kind == "cuda" else 1)
         preset = dataclasses.replace(PRESETS[s.preset], iterations=iterations, densify=densify,
                                      depth_lambda=s.depth_weight, views_per_step=batch)
         hooks.report(0.02, f"fitting {initial.num} Gaussians to {len(images)} views at {size} px, "
@@ -124,7 +125,7 @@ class Fit(Backend):
         hooks.check_stop()
         metrics.update(input_view_quality(fitted, inputs.views.input))
         metrics.update(size=size, views_per_step=batch, initial_gaussians=initial.num, depth_term=with_depth,
-                       initial_from="relief" if relief is not None else "visible hull")
+                       initial_from="multiview object" if obj is not None else "visible hull")
         return ReconstructOutputs(fitted.to("cpu"), initial, metrics)
 
 

@@ -12,6 +12,8 @@ Modules (each checked against the original code's golden vectors in ``../shared/
     ss_decoder.py    SparseStructureDecoder (3-D convs) -> 64^3 occupancy -> coordinates
     slat_flow.py     SLatFlowModel (sparse DiT over 8 features per occupied voxel)
     gs_decoder.py    SLatGaussianDecoder -> 32 Gaussians per voxel
+    pipeline.py      all of it end to end, in TRELLIS's order of calls and random draws
+    loading.py       the hub's layout (pipeline.json, ckpts/*.json + .safetensors) and DINOv2's .pth -> the networks
 
 SPEC: ``../shared/trellis/SPEC.md``.
 """

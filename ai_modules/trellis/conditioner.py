@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FormatError
+from .modules import state_dict_mismatch
 
 COND_LN_EPS = 1e-5     # TRELLIS's non-affine LN over x_prenorm
 BLOCK_LN_EPS = 1e-6    # DINOv2's pre-norms and final norm
@@ -243,16 +244,10 @@ class DinoV2Reg(nn.Module):
 
 def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], where: str = "state dict") -> None:
     """Raise FormatError naming the missing, unexpected and mis-shaped keys (up to 5 each) of `sd` for `model`."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    shapes = [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or extra or shapes:
-        parts = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", extra), ("shape", shapes)) if items]
-        raise FormatError(f"{where} does not match DINOv2 {model.config}: " + "; ".join(parts)
-                          + " (is it the ViT-L/14 reg4 checkpoint?)")
+    mismatch = state_dict_mismatch(model, sd)
+    if mismatch:
+        raise FormatError(f"{where} does not match DINOv2 {model.config}: {mismatch} (is it the ViT-L/14 reg4 "
+                          "checkpoint?)")
 
 
 def neg_cond(cond: torch.Tensor) -> torch.Tensor:

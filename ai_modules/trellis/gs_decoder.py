@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..gaussians import Gaussians
-from ..geometry import quat_multiply
+from ..geometry import yaw_matrix
 from .modules import TransformerBlock, absolute_position_embedding, linears_to
 from .sparse import SparseTensor, per_sample_attention, windowed_attention
 
@@ -192,15 +192,6 @@ def raw_to_gaussians(raw: Tensor, coords: Tensor, resolution: int, offset_pertur
                             min_kernel_size=float(cfg["3d_filter_kernel_size"]))
 
 
-def _yaw_matrix(yaw_deg: float) -> Tensor:
-    """[3, 3] float64 rotation about +Z; entries within 1e-12 of an integer are snapped so quarter turns are exact."""
-    a = math.radians(yaw_deg)
-    c, s = math.cos(a), math.sin(a)
-    m = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    r = m.round()
-    return torch.where((m - r).abs() < 1e-12, r, m)
-
-
 def to_world(g: TrellisGaussians, yaw_deg: float = TRELLIS_TO_WORLD_YAW_DEG) -> Gaussians:
     """TRELLIS Gaussians -> this project's `Gaussians` (ARCHITECTURE.md: world Z up, object in [-0.5, 0.5]^3,
     quaternions (w, x, y, z), log-scales, opacity logits, SH DC, degree 0).
@@ -220,17 +211,11 @@ def to_world(g: TrellisGaussians, yaw_deg: float = TRELLIS_TO_WORLD_YAW_DEG) -> 
     the cube [-0.5, 0.5]^3 onto itself. The generated pose is the model's guess of the canonical pose, so for a
     photo taken from the side the object may still need turning; pass ``yaw_deg=0`` to keep TRELLIS's frame
     as is (every value then equals the activated one exactly)."""
-    means, quats = g.get_xyz, g.get_rotation
-    if yaw_deg % 360.0:
-        rot = _yaw_matrix(yaw_deg).to(means)
-        means = means @ rot.T
-        half = math.radians(yaw_deg) / 2
-        q = torch.tensor([math.cos(half), 0.0, 0.0, math.sin(half)], dtype=quats.dtype, device=quats.device)
-        quats = quat_multiply(q.expand_as(quats), quats)
     n = g.num
-    return Gaussians(means=means.float(), quats=quats.float(), log_scales=g.log_scaling.float(),
-                     opacity_logits=g.opacity_logits.float(), sh_dc=g.features_dc.reshape(n, 3).float(),
-                     sh_rest=g.features_dc.new_zeros(n, 0, 3).float())
+    trellis_frame = Gaussians(means=g.get_xyz.float(), quats=g.get_rotation.float(), log_scales=g.log_scaling.float(),
+                              opacity_logits=g.opacity_logits.float(), sh_dc=g.features_dc.reshape(n, 3).float(),
+                              sh_rest=g.features_dc.new_zeros(n, 0, 3).float())
+    return trellis_frame.rotated(yaw_matrix(yaw_deg)) if yaw_deg % 360.0 else trellis_frame
 
 
 class SLatGaussianDecoder(nn.Module):

@@ -209,3 +209,14 @@ def linears_to(module: nn.Module, dtype: torch.dtype) -> nn.Module:
         if isinstance(m, nn.Linear):
             m.to(dtype)
     return module
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str:
+    """How `state` differs from `model`'s state dict: its missing, unexpected and mis-shaped keys (up to 5 each),
+    "" when the keys and shapes agree (what every loader here names in its error)."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    return "; ".join(f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                     for label, items in (("missing", missing), ("unexpected", extra), ("shape", shapes)) if items)

@@ -6,7 +6,8 @@ is reproduced from the input PNG to the last Gaussian.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +16,9 @@ from PIL import Image
 from .conditioner import DinoV2Reg
 from .gs_decoder import SLatGaussianDecoder, TrellisGaussians
 from .preprocess import preprocess_rgba, to_model_input
-from .sampler import SLAT_SAMPLER_DEFAULTS, SS_SAMPLER_DEFAULTS, NoiseStream, SamplerSettings, sample
+from ..errors import NoObjectFound
+from .sampler import (SLAT_SAMPLER_DEFAULTS, SS_SAMPLER_DEFAULTS, NoiseStream, SamplerSettings, StepRecord,
+                      sample)
 from .slat_flow import SLatFlowModel, denormalize, feature_model
 from .sparse import SparseTensor
 from .ss_decoder import SparseStructureDecoder, occupancy_coords
@@ -63,27 +66,73 @@ class TrellisRun:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+#: Progress callback: (phase, step, steps), phase "sparse structure" or "structured latent"; raising stops the run.
+OnStep = Callable[[str, int, int], None]
+
+
 @torch.inference_mode()
 def run(models: TrellisModels, image: Image.Image, settings: TrellisSettings = TrellisSettings(),
-        device: torch.device | str = "cpu") -> TrellisRun:
+        device: torch.device | str = "cpu", on_step: OnStep | None = None, offload: bool = False) -> TrellisRun:
     """Image (an RGBA cutout) -> Gaussians in TRELLIS's frame (Z up, inside [-0.5, 0.5]^3).
+
+    `offload`: the networks live in CPU memory and each is moved to `device` only while it runs (low memory).
 
     Raises:
         InputError: the image is no cutout (no alpha below 255), or no object is left after cropping.
+        NoObjectFound: the sparse structure occupies no voxel.
     """
     device = torch.device(device)
     pixels = to_model_input(preprocess_rgba(image)).to(device)
-    cond = models.conditioner.features(pixels)
-    neg_cond = torch.zeros_like(cond)                                 # quirk 4: the negative condition is zeros
+    with _on(models.conditioner, device, offload):
+        cond = models.conditioner.features(pixels)
     noise = NoiseStream(settings.seed)                                # quirk 8: SS noise first, then SLat, CPU RNG
     res = models.ss_flow.resolution
     ss_noise = noise.randn(1, models.ss_flow.in_channels, res, res, res, device=device)
-    ss_latent = sample(models.ss_flow, ss_noise, cond, neg_cond, settings.ss_sampler).samples
-    coords = occupancy_coords(models.ss_decoder(ss_latent))
+    with _on(models.ss_flow, device, offload):
+        ss_latent = sample(models.ss_flow, ss_noise, cond, torch.zeros_like(cond), settings.ss_sampler,
+                           callback=_progress(on_step, "sparse structure", settings.ss_sampler.steps)).samples
+    with _on(models.ss_decoder, device, offload):
+        coords = occupancy_coords(models.ss_decoder(ss_latent))
+    if coords.shape[0] == 0:
+        raise NoObjectFound("TRELLIS's sparse structure occupies no voxel",
+                            "try another seed (`pipeline.multiview.seed`) or a tighter cutout")
+    gaussians, slat = gaussians_at(models, cond, coords, settings, noise, on_step, offload)
+    return TrellisRun(gaussians, coords, cond, ss_latent, slat)
+
+
+@torch.inference_mode()
+def gaussians_at(models: TrellisModels, cond: torch.Tensor, coords: torch.Tensor, settings: TrellisSettings,
+                 noise: NoiseStream, on_step: OnStep | None = None, offload: bool = False
+                 ) -> tuple[TrellisGaussians, SparseTensor]:
+    """Steps 5-7 for given occupied voxels: the structured latent sampled over `coords` ([N, 4] int32 (b, x, y, z)
+    on the 64^3 grid), de-normalised and decoded to 32 Gaussians per voxel (also usable with hand-placed voxels)."""
+    device = cond.device
     slat_noise = noise.randn(coords.shape[0], models.slat_flow.in_channels, device=device)
-    feats = sample(feature_model(models.slat_flow, coords), slat_noise, cond, neg_cond, settings.slat_sampler,
-                   batch_size=1).samples
+    with _on(models.slat_flow, device, offload):
+        feats = sample(feature_model(models.slat_flow, coords), slat_noise, cond, torch.zeros_like(cond),
+                       settings.slat_sampler, batch_size=1,
+                       callback=_progress(on_step, "structured latent", settings.slat_sampler.steps)).samples
     slat = SparseTensor(coords, denormalize(feats, torch.tensor(settings.slat_mean, device=device),
                                             torch.tensor(settings.slat_std, device=device)))
-    (gaussians,) = models.gs_decoder.decode(slat)
-    return TrellisRun(gaussians, coords, cond, ss_latent, slat)
+    with _on(models.gs_decoder, device, offload):
+        (gaussians,) = models.gs_decoder.decode(slat)
+    return gaussians, slat
+
+
+@contextlib.contextmanager
+def _on(module: torch.nn.Module, device: torch.device, offload: bool) -> Iterator[None]:
+    """Offloading: `module` on `device` for the block, then back in CPU memory (its cached blocks freed)."""
+    if not offload:
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _progress(on_step: OnStep | None, phase: str, steps: int) -> Callable[[StepRecord], None] | None:
+    return None if on_step is None else (lambda record: on_step(phase, record.step + 1, steps))

@@ -20,21 +20,27 @@ from glimpsed.model_pull import LOCK_FILE, LicenceNotAccepted, PullError, invent
 CONTENT = b"onnx-bytes" * 1000
 
 
-@pytest.fixture(scope="module")
-def server():
+def serve(data: bytes) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """A local HTTP server that answers every GET with `data`: (its base URL, the server to shut down)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self.send_response(200)
-            self.send_header("Content-Length", str(len(CONTENT)))
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(CONTENT)
+            self.wfile.write(data)
 
         def log_message(self, *args) -> None:
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/u2net.onnx"
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
+@pytest.fixture(scope="module")
+def server():
+    url, httpd = serve(CONTENT)
+    yield f"{url}/u2net.onnx"
     httpd.shutdown()
 
 
@@ -150,7 +156,7 @@ def hub_repos(tmp_path_factory) -> dict[tuple[str, str], dict[str, bytes]]:
     """The repositories as the real hub has them at their head (file names and layout), with tiny models in them:
     DPT on `main` holds only `pytorch_model.bin`; SDXL's components only their fp16 files."""
     from ai_modules.diffusion.tiny import write_tiny_enhance_models
-    from tests.tiny_models import tiny_dinov2, tiny_dpt, tiny_processor, write_tiny_syncdreamer
+    from tests.tiny_models import tiny_dinov2, tiny_dpt, tiny_processor, write_tiny_syncdreamer, write_tiny_trellis
 
     root = tmp_path_factory.mktemp("published")
     dpt = root / "dpt"
@@ -183,7 +189,10 @@ def hub_repos(tmp_path_factory) -> dict[tuple[str, str], dict[str, bytes]]:
             "sdxl-lightning-4step-unet"].read_bytes()},
         ("model", "diffusers/controlnet-depth-sdxl-1.0"): control,
         ("model", "timm/vit_small_patch14_dinov2.lvd142m"): repo_files(tiny_dinov2(root / "dino")),
+        ("model", "microsoft/TRELLIS-image-large"): {**repo_files(write_tiny_trellis(root / "trellis")),
+                                                     "README.md": b"---\nlicense: mit\n---\n"},
         "syncdreamer-config": {"config.json": (root / "syncdreamer" / "config.json").read_bytes()},
+        "dinov2-pth": {"": (root / "trellis" / "trellis" / "dinov2_vitl14_reg4_pretrain.pth").read_bytes()},
     }
 
 
@@ -229,6 +238,7 @@ def test_every_hub_backend_pulls_verifies_and_loads(hub, hub_repos, tmp_path):
     assert (tmp_path / "depth" / "dpt-hybrid-midas" / "pytorch_model.bin").is_file()
     checks = {c.name: c.status for c in verify(tmp_path)}
     assert checks == {"isnet-general-use": "missing", "u2net": "missing", "clip-vit-l-14": "missing",
+                      "trellis-image-large": "missing", "dinov2-vitl14-reg": "missing",
                       **{n: "ok" for n in ("syncdreamer-pretrain", "dpt-hybrid-midas", "sdxl-base",
                                            "sdxl-lightning-4step-unet", "controlnet-depth-sdxl", "dinov2")}}
     lock = json.loads((tmp_path / LOCK_FILE).read_text())["models"]
@@ -246,6 +256,34 @@ def test_every_hub_backend_pulls_verifies_and_loads(hub, hub_repos, tmp_path):
     EnhanceService(device="cpu", models_dir=tmp_path, resolution=64).load().unload()
     (tmp_path / "syncdreamer" / "config.json").write_bytes(hub_repos["syncdreamer-config"]["config.json"])
     assert SyncDreamer.from_models_dir(tmp_path, "cpu").model is not None          # (the tiny model's sizes)
+
+
+def test_trellis_pulls_pinned_from_the_hub_and_dinov2_from_its_url_then_loads(hub, hub_repos, tmp_path,
+                                                                               monkeypatch):
+    """pipeline.json and the four networks' json + safetensors at the pinned revision (the hub's LFS sha256s
+    checked), DINOv2 over HTTPS with no published hash, so the lock file pins the one it got."""
+    from ai_modules.trellis.loading import load_trellis
+
+    data = hub_repos["dinov2-pth"][""]
+    url, httpd = serve(data)
+    try:
+        with_source(monkeypatch, "dinov2-vitl14-reg", Source("url", f"{url}/dinov2_vitl14_reg4_pretrain.pth"))
+        folder, dino = pull("trellis", tmp_path)
+    finally:
+        httpd.shutdown()
+    repo = ("model", "microsoft/TRELLIS-image-large")
+    fetched = {f for _, f, rev in hub.calls if rev == hub.commits[repo]}
+    assert fetched == set(MODEL_BY_NAME["trellis-image-large"].required)
+    assert hub.commits[repo] == "25e0d31ffbebe4b5a97464dd851910efc3002d96" and not (folder / "README.md").exists()
+    lock = json.loads((tmp_path / LOCK_FILE).read_text())["models"]
+    assert lock["trellis-image-large"]["revision"] == hub.commits[repo]
+    assert lock["dinov2-vitl14-reg"]["files"][""]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert {c.name: c.status for c in verify(tmp_path, ["trellis-image-large", "dinov2-vitl14-reg"])} == {
+        "trellis-image-large": "ok", "dinov2-vitl14-reg": "ok"}
+    models, settings = load_trellis(folder, dino)
+    assert settings.ss_sampler.steps == 3 and models.gs_decoder.num_gaussians == 32
+    dino.write_bytes(data[: len(data) // 2])                                      # a truncated file is not present
+    assert not model_status("dinov2-vitl14-reg", tmp_path).present
 
 
 def test_the_mirror_is_used_when_the_authors_space_fails(hub, tmp_path):

@@ -34,7 +34,7 @@ def test_auto_takes_the_present_models_and_the_record_says_so(disc_png, tmp_path
     assert stages["reconstruct"].metrics["initial_from"] == "visible hull" and stages["reconstruct"].metrics["depth_term"]
     assert stages["enhance"].backend == "sdxl_lightning" and stages["enhance"].metrics["views"] == 16
     work = tmp_path / "job"
-    assert (work / "multiview" / "view_15.png").is_file() and not (work / "multiview" / "relief.ply").exists()
+    assert (work / "multiview" / "view_15.png").is_file() and not (work / "multiview" / "object.ply").exists()
     assert (work / "enhance" / "view_15.png").is_file()
     with np.load(work / "depth" / "depth.npz") as data:
         assert data["depth"].shape == (16, 256, 256) and np.isfinite(data["depth"]).all()

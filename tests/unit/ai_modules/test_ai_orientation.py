@@ -17,9 +17,7 @@ from ai_modules.export.functional import to_file_frame
 from ai_modules.export.gltf import glb_to_gaussians, gaussians_to_glb, read_glb, accessor_array
 from ai_modules.export.mesh import mesh_to_glb
 from ai_modules.gaussians import Gaussians, rgb_to_sh_dc, sh_dc_to_rgb
-
-RED, GREEN, BLUE, GREY = (1.0, 0.1, 0.1), (0.1, 0.9, 0.1), (0.1, 0.1, 1.0), (0.5, 0.5, 0.5)
-SIZE = 48
+from viewer_conventions import BLUE, GREEN, GREY, RED, agree, input_view, viewer_view
 
 
 def _box_surface(n: int = 6000) -> tuple[np.ndarray, np.ndarray]:
@@ -37,31 +35,6 @@ def _box_surface(n: int = 6000) -> tuple[np.ndarray, np.ndarray]:
     return pts, colours
 
 
-def _splat(right: np.ndarray, up: np.ndarray, depth: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Orthographic z-buffer point splat: the nearest point (largest `depth`) wins each pixel."""
-    img = np.ones((SIZE, SIZE, 3))
-    zbuf = np.full((SIZE, SIZE), -np.inf)
-    cols = np.clip(((right + 0.5) * SIZE).astype(int), 0, SIZE - 1)
-    rows = np.clip(((0.5 - up) * SIZE).astype(int), 0, SIZE - 1)
-    for r, c, d, col in zip(rows, cols, depth, colours):
-        if d > zbuf[r, c]:
-            zbuf[r, c], img[r, c] = d, col
-    return img
-
-
-def _input_view(pts: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    return _splat(pts[:, 1], pts[:, 2], pts[:, 0], colours)       # right = +Y, up = +Z, nearer = larger X
-
-
-def _viewer_view(pts: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    return _splat(pts[:, 0], pts[:, 1], pts[:, 2], colours)       # right = +X, up = +Y, nearer = larger Z
-
-
-def _agree(a: np.ndarray, b: np.ndarray) -> float:
-    filled = (a < 0.99).any(-1) | (b < 0.99).any(-1)
-    return float((np.abs(a - b).max(-1)[filled] < 0.15).mean())
-
-
 def _gaussians(pts: np.ndarray, colours: np.ndarray) -> Gaussians:
     n = len(pts)
     quats = torch.zeros(n, 4)
@@ -73,8 +46,8 @@ def _gaussians(pts: np.ndarray, colours: np.ndarray) -> Gaussians:
 
 def test_the_reference_views_differ_when_the_frame_is_wrong():
     pts, colours = _box_surface()
-    seen = _input_view(pts, colours)
-    assert _agree(seen, _viewer_view(pts, colours)) < 0.6   # the raw world frame would show the wrong side
+    seen = input_view(pts, colours)
+    assert agree(seen, viewer_view(pts, colours)) < 0.6   # the raw world frame would show the wrong side
 
 
 def test_ply_and_splat_frame_in_supersplat():
@@ -82,8 +55,8 @@ def test_ply_and_splat_frame_in_supersplat():
     file_g = to_file_frame(_gaussians(pts, colours))
     file_pts = file_g.means.numpy()
     viewer_pts = file_pts * np.array([-1.0, -1.0, 1.0])             # the viewer's 180-degree roll about Z
-    shown = _viewer_view(viewer_pts, sh_dc_to_rgb(file_g.sh_dc).numpy())
-    assert _agree(_input_view(pts, colours), shown) > 0.95
+    shown = viewer_view(viewer_pts, sh_dc_to_rgb(file_g.sh_dc).numpy())
+    assert agree(input_view(pts, colours), shown) > 0.95
 
 
 def test_mesh_glb_in_three_js(tmp_path):
@@ -99,9 +72,9 @@ def test_mesh_glb_in_three_js(tmp_path):
     loaded = trimesh.load(tmp_path / "box.glb", force="mesh", skip_materials=True)   # as written: glTF frame
     samples, face_idx = trimesh.sample.sample_surface(loaded, 6000, seed=0)
     vertex_colours = np.asarray(loaded.visual.vertex_colors)[:, :3] / 255.0
-    shown = _viewer_view(samples, vertex_colours[loaded.faces[face_idx, 0]])
+    shown = viewer_view(samples, vertex_colours[loaded.faces[face_idx, 0]])
     world_samples, world_faces = trimesh.sample.sample_surface(box, 6000, seed=0)
-    assert _agree(_input_view(world_samples, face_colours[world_faces]), shown) > 0.9
+    assert agree(input_view(world_samples, face_colours[world_faces]), shown) > 0.9
 
 
 def test_splat_glb_in_three_js(tmp_path):
@@ -109,5 +82,5 @@ def test_splat_glb_in_three_js(tmp_path):
     gaussians_to_glb(_gaussians(pts, colours), tmp_path / "box.splats.glb")
     gltf, binary = read_glb(tmp_path / "box.splats.glb")
     positions = accessor_array(gltf, binary, gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"])
-    assert _agree(_input_view(pts, colours), _viewer_view(positions, colours)) > 0.95
+    assert agree(input_view(pts, colours), viewer_view(positions, colours)) > 0.95
     assert torch.allclose(glb_to_gaussians(tmp_path / "box.splats.glb").means, torch.tensor(pts).float(), atol=1e-5)

@@ -36,7 +36,7 @@ def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_setting
     assert [s.name for s in result.stages] == list(STAGES)
     assert [s.backend for s in result.stages] == ["alpha_grabcut", "relief", "none", "fit", "none", "none",
                                                   "inria"]
-    assert "the relief's views carry its own geometry" in result.stages[2].reason
+    assert "the multiview stage built the object itself" in result.stages[2].reason
     assert "syncdreamer weights not found" in result.stages[1].reason
     assert "refine does not run" in result.stages[4].reason and "bench_refine" in result.stages[5].reason
     assert all(not s.resumed and s.duration_s >= 0 and s.model_files == [] for s in result.stages)
@@ -46,7 +46,8 @@ def test_end_to_end_writes_outputs_and_records(disc_png, tmp_path, small_setting
         assert done["record"]["name"] == name and done["pipeline_version"] == PIPELINE_VERSION
     assert not list(workdir.rglob("*.tmp"))
     n = result.stages[5].metrics["gaussians"]
-    assert result.stages[3].metrics["iterations"] == 4 and result.stages[3].metrics["initial_from"] == "relief"
+    assert result.stages[3].metrics["iterations"] == 4
+    assert result.stages[3].metrics["initial_from"] == "multiview object"
     assert (workdir / "multiview" / "view_15.png").is_file() and (workdir / "reconstruct" / "gaussians_init.ply").is_file()
     assert all(s.peak_rss_mb > 0 and s.peak_vram_mb is None for s in result.stages)
     assert result.outputs["ply"].stat().st_size == len(header(n, 3)) + n * 248

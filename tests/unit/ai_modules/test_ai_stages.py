@@ -81,7 +81,7 @@ def test_multiview_relief_renders_the_ring_and_round_trips(relief_views, tmp_pat
     assert (coverage > 0.05).all()                               # the object is in every view, closed all round
     assert coverage[4] < coverage[0] and coverage[12] < coverage[0]   # seen from the side it is thinner
     files = stage.save(out, tmp_path)
-    assert {"view_00", "view_15", "input", "cameras", "relief"} <= set(files)
+    assert {"view_00", "view_15", "input", "cameras", "object"} <= set(files)
     back = stage.load_outputs(tmp_path)
     assert np.abs(back.ring.images - out.ring.images).max() <= 1 / 255 + 1e-6
     assert np.allclose(back.ring.viewmats, out.ring.viewmats) and np.allclose(back.input.Ks, out.input.Ks)
@@ -94,7 +94,7 @@ def test_reconstruct_from_the_relief_keeps_the_photo_and_writes_both_plys(relief
     stage = ReconstructStage(settings(reconstruct={"iterations": 30, "size": 64}).reconstruct)
     stage.load("cpu")
     out = stage.run(ReconstructInputs(views, depth))
-    assert out.metrics["initial_from"] == "relief" and out.metrics["iterations"] == 30
+    assert out.metrics["initial_from"] == "multiview object" and out.metrics["iterations"] == 30
     assert out.metrics["densify"] == "none" and out.gaussians.num == out.initial.num
     assert out.metrics["input_view_iou"] > 0.9
     assert not torch.equal(out.gaussians.means, out.initial.means)
