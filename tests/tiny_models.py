@@ -159,6 +159,7 @@ def tiny_trellis_models(seed: int = 0, occupied: float = 0.02, probe: np.ndarray
     from ai_modules.trellis.gs_decoder import gaussian_layout
     from ai_modules.trellis.pipeline import TrellisModels, TrellisSettings
     from ai_modules.trellis.sampler import SamplerSettings
+    from benchmarks.bench_trellis import calibrate_occupancy
 
     nets = {key: seeded_init(loading.COMPONENTS[key](**args), seed + i)
             for i, (key, (_, args)) in enumerate(TINY_TRELLIS.items())}
@@ -177,24 +178,13 @@ def tiny_trellis_models(seed: int = 0, occupied: float = 0.02, probe: np.ndarray
             if name == "_scaling":
                 decoder_out.bias[start:start + width] += 1.5          # softplus(1.5 - 5.5) ~ 0.018: a third of a voxel
             start += width
-        if probe is None:
-            yy, xx = np.mgrid[0:128, 0:128] / 128.0
-            disc = (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < 0.12).astype(np.float32)
-            probe = np.dstack([np.full((128, 128, 3), 0.6, np.float32), disc])
-        image = Image.fromarray((probe * 255).astype(np.uint8), "RGBA")
-        found = {}
-        hook = models.ss_decoder.register_forward_hook(lambda m, a, out: found.setdefault("logits", out.detach()))
-        from ai_modules.trellis.pipeline import run
-
-        try:
-            run(models, image, settings)
-        except Exception:  # noqa: BLE001 - only the logits matter here (random weights may occupy nothing)
-            pass
-        hook.remove()
-        logits = found["logits"].flatten()
-        k = max(1, int(occupied * logits.numel()))
-        top = torch.topk(logits, k + 1).values
-        models.ss_decoder.out_layer[-1].bias -= float((top[-2] + top[-1]) / 2)
+    if probe is None:
+        yy, xx = np.mgrid[0:128, 0:128] / 128.0
+        disc = (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < 0.12).astype(np.float32)
+        probe = np.dstack([np.full((128, 128, 3), 0.6, np.float32), disc])
+    image = Image.fromarray((probe * 255).astype(np.uint8), "RGBA")
+    grid = TINY_TRELLIS["slat_flow_model"][1]["resolution"] ** 3
+    calibrate_occupancy(models, image, settings, max(1, int(occupied * grid)), "cpu", offload=False)
     return models, settings
 
 

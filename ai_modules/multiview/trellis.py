@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from .backends import ring_coverage
 from .photo_pose import search_pose
 from .stage import MultiviewInputs, MultiviewOutputs, Views
 
+if TYPE_CHECKING:                                  # torch-heavy modules are imported when the backend loads
+    from ..trellis.pipeline import TrellisModels, TrellisSettings
+
 #: The two model entries (ai_modules.models) this backend reads.
 PIPELINE_MODEL, DINOV2_MODEL = "trellis-image-large", "dinov2-vitl14-reg"
 
@@ -37,8 +40,8 @@ class LoadedTrellis:
     """The five networks (on the backend's device, or on the CPU in the low-memory form), the settings of the
     published pipeline.json, and the precision they were built in."""
 
-    models: Any
-    settings: Any
+    models: TrellisModels
+    settings: TrellisSettings
     precision: str
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from .conditioner import DinoV2Reg
+from ..errors import NoObjectFound
+from .conditioner import DinoV2Reg, neg_cond
 from .gs_decoder import SLatGaussianDecoder, TrellisGaussians
 from .preprocess import preprocess_rgba, to_model_input
-from ..errors import NoObjectFound
 from .sampler import (SLAT_SAMPLER_DEFAULTS, SS_SAMPLER_DEFAULTS, NoiseStream, SamplerSettings, StepRecord,
                       sample)
 from .slat_flow import SLatFlowModel, denormalize, feature_model
@@ -89,7 +89,7 @@ def run(models: TrellisModels, image: Image.Image, settings: TrellisSettings = T
     res = models.ss_flow.resolution
     ss_noise = noise.randn(1, models.ss_flow.in_channels, res, res, res, device=device)
     with _on(models.ss_flow, device, offload):
-        ss_latent = sample(models.ss_flow, ss_noise, cond, torch.zeros_like(cond), settings.ss_sampler,
+        ss_latent = sample(models.ss_flow, ss_noise, cond, neg_cond(cond), settings.ss_sampler,
                            callback=_progress(on_step, "sparse structure", settings.ss_sampler.steps)).samples
     with _on(models.ss_decoder, device, offload):
         coords = occupancy_coords(models.ss_decoder(ss_latent))
@@ -109,7 +109,7 @@ def gaussians_at(models: TrellisModels, cond: torch.Tensor, coords: torch.Tensor
     device = cond.device
     slat_noise = noise.randn(coords.shape[0], models.slat_flow.in_channels, device=device)
     with _on(models.slat_flow, device, offload):
-        feats = sample(feature_model(models.slat_flow, coords), slat_noise, cond, torch.zeros_like(cond),
+        feats = sample(feature_model(models.slat_flow, coords), slat_noise, cond, neg_cond(cond),
                        settings.slat_sampler, batch_size=1,
                        callback=_progress(on_step, "structured latent", settings.slat_sampler.steps)).samples
     slat = SparseTensor(coords, denormalize(feats, torch.tensor(settings.slat_mean, device=device),
