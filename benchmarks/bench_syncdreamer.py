@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -108,8 +107,9 @@ def per_view_bytes(model: SyncDreamerModel, device: torch.device, dtype: torch.d
 
 
 def golden_dir() -> Path:
-    env = os.environ.get("GLIMPSED_SHARED_DIR")
-    return (Path(env) if env else ROOT.parent / "shared") / "syncdreamer" / "golden"
+    from tests.shared_data import shared_dir
+
+    return shared_dir("syncdreamer") / "golden"
 
 
 def bf16_vs_fp32_on_golden(device: torch.device, directory: Path | None = None) -> dict | None:

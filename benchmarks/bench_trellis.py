@@ -1,9 +1,10 @@
 """TRELLIS-image-large speed and memory: the full-size model with random weights (the published configs, so the
 same FLOPs), one image, 25 + 25 sampler steps; and bf16 against fp32 on the tiny golden model.
 
-Random weights decide nothing about which voxels are occupied, so the sparse-structure decoder's last bias is
-shifted (as the golden run did) until `--voxels` of the 64^3 voxels are occupied, a typical object's count;
-everything after that (SLat flow over those voxels, 32 Gaussians each) costs what a real run costs.
+Random weights decide nothing about which voxels are occupied, so the sparse-structure decoder runs (its cost
+counts) and its output is then replaced by a shell of `--voxels` voxels, about two voxels thick, like the surface
+voxels of a real object; everything after that (SLat flow over those voxels, 32 Gaussians each) costs what a real
+run costs.
 
     python3 benchmarks/bench_trellis.py --device cuda [--dtype bf16|published|fp32] [--low-memory] [--voxels 20000]
     .venv/bin/python benchmarks/bench_trellis.py --tiny-golden      # bf16 vs fp32 on ../shared/trellis (CPU)
@@ -16,6 +17,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,7 +66,8 @@ def published_models(device: str, fp16: bool = False) -> P.TrellisModels:
 
 def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, voxels: int,
                         device: str, offload: bool) -> None:
-    """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image."""
+    """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image, in this
+    precision (the tiny stand-in models' way to occupy some voxels; the full-size timing uses `shell_occupancy`)."""
     found: dict[str, torch.Tensor] = {}
 
     class Captured(Exception):
@@ -87,6 +90,49 @@ def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P
         last.bias -= shift
 
 
+def shell_occupancy(voxels: int) -> Callable[[torch.nn.Module, tuple, torch.Tensor], torch.Tensor]:
+    """A forward hook for the SS decoder: its logits replaced by +1 on the `voxels` voxels nearest a sphere of
+    0.44 of the grid (a shell about two voxels thick at 20,000 of 64^3) and -1 elsewhere."""
+
+    def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        res = out.shape[-1]
+        axis = torch.arange(res, device=out.device, dtype=torch.float32) - (res - 1) / 2
+        centred = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
+        off_sphere = (centred.norm(dim=-1) - 0.44 * res).abs().flatten()
+        logits = torch.full_like(off_sphere, -1.0)
+        logits[torch.topk(-off_sphere, voxels).indices] = 1.0
+        return logits.reshape(out.shape).to(out.dtype)
+
+    return hook
+
+
+@contextlib.contextmanager
+def phase_clock(models: P.TrellisModels, device: str) -> Iterator[dict[str, list[float]]]:
+    """Seconds of every call of the four networks the pipeline calls as modules (hooks that synchronise the
+    device around each call); the rest of a run is the conditioner, the preprocessing and the moves."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    calls: dict[str, list[float]] = {}
+    started: dict[str, float] = {}
+    handles = []
+    for name in ("ss_flow", "ss_decoder", "slat_flow", "gs_decoder"):
+        module = getattr(models, name)
+
+        def before(_m, _args, name=name):
+            sync()
+            started[name] = time.perf_counter()
+
+        def after(_m, _args, _out, name=name):
+            sync()
+            calls.setdefault(name, []).append(time.perf_counter() - started[name])
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def timed(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, device: str,
           dtype: torch.dtype | None, offload: bool) -> dict:
     if device.startswith("cuda"):
@@ -94,14 +140,16 @@ def timed(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettin
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype else contextlib.nullcontext()
-    with autocast:
+    with autocast, phase_clock(models, device) as calls:
         result = P.run(models, image, settings, device, offload=offload)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    phases = {name: {"calls": len(c), "seconds": round(sum(c), 3)} for name, c in calls.items()}
+    phases["rest"] = {"seconds": round(seconds - sum(sum(c) for c in calls.values()), 3)}
     return {"seconds": round(seconds, 3), "peak_gib": round(peak, 2), "voxels": int(result.coords.shape[0]),
-            "gaussians": int(result.gaussians.get_xyz.shape[0])}
+            "gaussians": int(result.gaussians.get_xyz.shape[0]), "phases": phases}
 
 
 def full_size(args: argparse.Namespace) -> None:
@@ -117,7 +165,7 @@ def full_size(args: argparse.Namespace) -> None:
         settings = replace(settings, ss_sampler=replace(settings.ss_sampler, steps=args.steps),
                            slat_sampler=replace(settings.slat_sampler, steps=args.steps))
     image = photo()
-    calibrate_occupancy(models, image, settings, args.voxels, device, args.low_memory)
+    models.ss_decoder.register_forward_hook(shell_occupancy(args.voxels))
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     print(f"# {name}; {params / 1e9:.2f}B parameters (random); {args.dtype}; "
           f"{'low-memory (one network on the GPU at a time)' if args.low_memory else 'all networks resident'}; "
@@ -127,7 +175,9 @@ def full_size(args: argparse.Namespace) -> None:
         r = timed(models, image, settings, device, dtype, args.low_memory)
         runs.append(r)
         print(f"run {i}: {r['seconds']:.2f} s, peak {r['peak_gib']:.2f} GiB, {r['voxels']} voxels, "
-              f"{r['gaussians']} Gaussians", flush=True)
+              f"{r['gaussians']} Gaussians; " + ", ".join(
+                  f"{name} {p['seconds']:.2f} s" + (f" ({p['calls']} calls)" if "calls" in p else "")
+                  for name, p in r["phases"].items()), flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -8,7 +8,6 @@ checks run with TF32 off (`ieee_fp32`), under the README's tolerances. Run with:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,11 @@ from ai_modules.sync_dreamer.preprocess import clip_pixels, elevation_radians, p
 from ai_modules.sync_dreamer.sampler import ddim_step, make_ddim_schedule
 from ai_modules.sync_dreamer.speed import ieee_fp32, precision_context
 from ai_modules.sync_dreamer.weights import check_and_load
+from tests import shared_data
 
 
 def shared_dir() -> Path:
-    """../shared/syncdreamer next to the repository (or $GLIMPSED_SHARED_DIR/syncdreamer)."""
-    env = os.environ.get("GLIMPSED_SHARED_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
-    return base / "syncdreamer"
+    return shared_data.shared_dir("syncdreamer")
 
 
 GOLDEN = shared_dir() / "golden"

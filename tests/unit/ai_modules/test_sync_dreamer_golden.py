@@ -11,7 +11,6 @@ through the network (by default its DDIM chain is replayed from the recorded eps
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,13 @@ from ai_modules.sync_dreamer.preprocess import clip_pixels, elevation_radians, p
 from ai_modules.sync_dreamer.sampler import ddim_step, make_ddim_schedule
 from ai_modules.sync_dreamer.volume import frustum_grid, spatial_volume_points, spatial_warp_grid
 from ai_modules.sync_dreamer.weights import check_and_load
+from tests import shared_data
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def shared_dir() -> Path:
-    """../shared/syncdreamer next to the repository (or $GLIMPSED_SHARED_DIR/syncdreamer)."""
-    env = os.environ.get("GLIMPSED_SHARED_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared"
-    return base / "syncdreamer"
+    return shared_data.shared_dir("syncdreamer")
 
 
 GOLDEN = shared_dir() / "golden"

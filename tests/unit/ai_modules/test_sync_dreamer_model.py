@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,11 @@ from ai_modules.sync_dreamer.cameras import camera16, world_to_camera_4x4
 from ai_modules.sync_dreamer.config import RunOptions, UNetConfig, VolumeConfig
 from ai_modules.sync_dreamer.sampler import ddim_step, ddim_timesteps, make_ddim_schedule, training_schedule
 from ai_modules.sync_dreamer.unet import timestep_embedding
+from tests import shared_data
 
 
 def shared_dir() -> Path:
-    """../shared/syncdreamer next to the repository (or $GLIMPSED_SHARED_DIR/syncdreamer)."""
-    env = os.environ.get("GLIMPSED_SHARED_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared"
-    return base / "syncdreamer"
+    return shared_data.shared_dir("syncdreamer")
 
 
 def shared_json(name: str) -> dict:

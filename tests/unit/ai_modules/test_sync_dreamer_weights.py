@@ -15,13 +15,11 @@ from ai_modules.errors import FormatError, ModelNotAvailable
 from ai_modules.sync_dreamer import SyncDreamerConfig, SyncDreamerModel, load_weights, locate_weights
 from ai_modules.sync_dreamer.clip import CLIPLeftovers, hf_to_openai
 from ai_modules.sync_dreamer.weights import CLIP_PREFIX, read_clip, read_state_dict
+from tests import shared_data
 
 
 def shared_dir() -> Path:
-    """../shared/syncdreamer next to the repository (or $GLIMPSED_SHARED_DIR/syncdreamer)."""
-    env = os.environ.get("GLIMPSED_SHARED_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared"
-    return base / "syncdreamer"
+    return shared_data.shared_dir("syncdreamer")
 
 
 @pytest.fixture(scope="module")

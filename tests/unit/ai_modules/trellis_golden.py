@@ -4,12 +4,13 @@ how to load them, and the issue's tolerances. Tests that use them skip cleanly w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "trellis"
+from tests.shared_data import shared_dir
+
+SHARED = shared_dir("trellis")
 GOLDEN = SHARED / "golden"
 SINGLE = 1e-4      # one evaluation: |a - b| <= 1e-4 * max(1, |b|)
 SAMPLER = 2e-4     # sampler outputs (several evaluations chained)
