@@ -45,3 +45,17 @@ def test_the_png_becomes_the_original_codes_gaussians():
     assert g.get_xyz.shape == (3072, 3)
     for name in ("xyz", "features", "scaling", "rotation", "opacity"):
         assert_close(getattr(g, f"get_{name}"), gs[f"gs_get_{name}"], SAMPLER, f"get_{name}")
+
+
+def test_every_attention_reaches_sdpa_in_four_dimensions(monkeypatch):
+    """CUDA's fused SDPA kernels (flash, memory-efficient) take only [batch, heads, L, Dh]; anything else falls back
+    to the math kernel, which materialises every score (this made a full-size image take over 40 s on an H100)."""
+    sdpa, dims = torch.nn.functional.scaled_dot_product_attention, []
+
+    def recording(q, k, v, *args, **kwargs):
+        dims.append((q.dim(), k.dim(), v.dim()))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    run(tiny_models(), Image.open(GOLDEN / "input_rgba.png"), golden_settings())
+    assert dims and set(dims) == {(4, 4, 4)}, sorted(set(dims))
