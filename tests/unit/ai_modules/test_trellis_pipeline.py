@@ -49,7 +49,8 @@ def test_the_png_becomes_the_original_codes_gaussians():
 
 def test_every_attention_reaches_sdpa_in_four_dimensions(monkeypatch):
     """CUDA's fused SDPA kernels (flash, memory-efficient) take only [batch, heads, L, Dh]; anything else falls back
-    to the math kernel, which materialises every score (this made a full-size image take over 40 s on an H100)."""
+    to the math kernel, which materialises every score (on an H100 the SLat flow's 44 calls at 20,000 voxels took
+    11.0 s that way, 4.0 s with 4-D tensors; docs/trellis.md)."""
     sdpa, dims = torch.nn.functional.scaled_dot_product_attention, []
 
     def recording(q, k, v, *args, **kwargs):
