@@ -64,32 +64,6 @@ def published_models(device: str, fp16: bool = False) -> P.TrellisModels:
                                SLatGaussianDecoder(**{**GS_CONFIG, "use_fp16": fp16}))
 
 
-def calibrate_occupancy(models: P.TrellisModels, image: Image.Image, settings: P.TrellisSettings, voxels: int,
-                        device: str, offload: bool) -> None:
-    """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image, in this
-    precision (the tiny stand-in models' way to occupy some voxels; the full-size timing uses `shell_occupancy`)."""
-    found: dict[str, torch.Tensor] = {}
-
-    class Captured(Exception):
-        """Ends the probe run at the SS decoder: random weights may occupy most of the grid, and the SLat flow
-        over a quarter of a million voxels would take minutes."""
-
-    def capture(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-        found["logits"] = out.detach()
-        raise Captured
-
-    hook = models.ss_decoder.register_forward_hook(capture)
-    with contextlib.suppress(Captured):
-        P.run(models, image, settings, device, offload=offload)
-    hook.remove()
-    logits = found["logits"].flatten().float()
-    kth = torch.topk(logits, voxels + 1).values
-    shift = float((kth[-2] + kth[-1]) / 2)                # between the voxels-th and the next logit
-    last = [m for m in models.ss_decoder.modules() if isinstance(m, torch.nn.Conv3d)][-1]
-    with torch.no_grad():
-        last.bias -= shift
-
-
 def shell_occupancy(voxels: int) -> Callable[[torch.nn.Module, tuple, torch.Tensor], torch.Tensor]:
     """A forward hook for the SS decoder: its logits replaced by +1 on the `voxels` voxels nearest a sphere of
     0.44 of the grid (a shell about two voxels thick at 20,000 of 64^3) and -1 elsewhere."""

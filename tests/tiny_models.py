@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,32 @@ def seeded_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
+def _calibrate_occupancy(models, image, settings, voxels: int) -> None:  # noqa: ANN001 - TRELLIS types load lazily
+    """Shift the SS decoder's last bias so that exactly `voxels` voxels come out occupied for this image (on the CPU,
+    in fp32): the stand-in's random decoder then occupies some voxels, as a trained one would."""
+    from ai_modules.trellis import pipeline as P
+
+    found: dict[str, torch.Tensor] = {}
+
+    class Captured(Exception):
+        """Ends the probe run at the SS decoder: nothing after it bears on the bias."""
+
+    def capture(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        found["logits"] = out.detach()
+        raise Captured
+
+    hook = models.ss_decoder.register_forward_hook(capture)
+    with contextlib.suppress(Captured):
+        P.run(models, image, settings, "cpu")
+    hook.remove()
+    logits = found["logits"].flatten().float()
+    kth = torch.topk(logits, voxels + 1).values
+    shift = float((kth[-2] + kth[-1]) / 2)                # between the voxels-th and the next logit
+    last = [m for m in models.ss_decoder.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        last.bias -= shift
+
+
 def tiny_trellis_models(seed: int = 0, occupied: float = 0.02, probe: np.ndarray | None = None):  # noqa: ANN201
     """The five tiny TRELLIS networks with seeded random weights (`TrellisModels`) and their settings (3 + 3 steps,
     unit normalisation). The sparse-structure decoder's last bias is shifted so that about `occupied` of the 16^3
@@ -159,7 +186,6 @@ def tiny_trellis_models(seed: int = 0, occupied: float = 0.02, probe: np.ndarray
     from ai_modules.trellis.gs_decoder import gaussian_layout
     from ai_modules.trellis.pipeline import TrellisModels, TrellisSettings
     from ai_modules.trellis.sampler import SamplerSettings
-    from benchmarks.bench_trellis import calibrate_occupancy
 
     nets = {key: seeded_init(loading.COMPONENTS[key](**args), seed + i)
             for i, (key, (_, args)) in enumerate(TINY_TRELLIS.items())}
@@ -184,7 +210,7 @@ def tiny_trellis_models(seed: int = 0, occupied: float = 0.02, probe: np.ndarray
         probe = np.dstack([np.full((128, 128, 3), 0.6, np.float32), disc])
     image = Image.fromarray((probe * 255).astype(np.uint8), "RGBA")
     grid = TINY_TRELLIS["slat_flow_model"][1]["resolution"] ** 3
-    calibrate_occupancy(models, image, settings, max(1, int(occupied * grid)), "cpu", offload=False)
+    _calibrate_occupancy(models, image, settings, max(1, int(occupied * grid)))
     return models, settings
 
 
