@@ -156,10 +156,15 @@ def full_size(args: argparse.Namespace) -> None:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-        with profile(activities=activities) as prof:
-            timed(models, image, settings, device, dtype, args.low_memory)
-        key = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=20), flush=True)
+        with profile(activities=activities, record_shapes=True) as prof:
+            r = timed(models, image, settings, device, dtype, args.low_memory)
+        averages = prof.key_averages()
+        cuda = device.startswith("cuda")
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        busy = sum(getattr(e, "self_device_time_total" if cuda else key) for e in averages) / 1e6
+        print(f"profiled run: {r['seconds']:.2f} s wall, {busy:.2f} s of kernels ({key})", flush=True)
+        print(averages.table(sort_by=key, row_limit=30), flush=True)
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=25), flush=True)
     print(json.dumps({"device": name, "dtype": args.dtype, "low_memory": args.low_memory, "runs": runs}))
 
 

@@ -89,7 +89,7 @@ def run(models: TrellisModels, image: Image.Image, settings: TrellisSettings = T
     res = models.ss_flow.resolution
     ss_noise = noise.randn(1, models.ss_flow.in_channels, res, res, res, device=device)
     with _on(models.ss_flow, device, offload):
-        ss_latent = sample(models.ss_flow, ss_noise, cond, neg_cond(cond), settings.ss_sampler,
+        ss_latent = sample(models.ss_flow, ss_noise, cond, neg_cond(cond), settings.ss_sampler, batch_guidance=True,
                            callback=_progress(on_step, "sparse structure", settings.ss_sampler.steps)).samples
     with _on(models.ss_decoder, device, offload):
         coords = occupancy_coords(models.ss_decoder(ss_latent))

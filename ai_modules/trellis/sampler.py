@@ -97,12 +97,15 @@ class SampleResult:
 @torch.no_grad()
 def sample(model: FlowModel, noise: Tensor, cond: Any, neg_cond: Any, settings: SamplerSettings,
            batch_size: int | None = None, record: bool = False,
-           callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
+           callback: Callable[[StepRecord], None] | None = None, batch_guidance: bool = False) -> SampleResult:
     """Run the Euler sampler from ``noise`` (at t=1) to t=0.
 
     ``model(x, t_model, cond)`` returns the velocity, t_model is float32 [batch_size] filled with 1000·t
     (batch_size defaults to ``noise.shape[0]``; pass 1 for sparse [N, C] features). A cond tensor with batch 1 is
     repeated to batch_size like the original. ``record`` keeps every `StepRecord`; ``callback`` gets each one.
+    ``batch_guidance`` (dense models, whose batch is x's first axis): a guided step evaluates cond and neg_cond in
+    one call on a doubled batch instead of two calls (the same velocities; half the calls, which on a GPU are bound
+    by launching kernels rather than by arithmetic).
     """
     batch = noise.shape[0] if batch_size is None else batch_size
     cond, neg_cond = _repeat_cond(cond, batch), _repeat_cond(neg_cond, batch)
@@ -113,12 +116,15 @@ def sample(model: FlowModel, noise: Tensor, cond: Any, neg_cond: Any, settings: 
     for i in range(settings.steps):
         t, t_next = ts[i], ts[i + 1]
         t_model = torch.tensor([1000 * t] * batch, device=x.device, dtype=torch.float32)
-        v_cond = model(x, t_model, cond)
+        guided = cfg_applies(t, settings.cfg_interval)
         v_uncond = None
-        v = v_cond
-        if cfg_applies(t, settings.cfg_interval):
-            v_uncond = model(x, t_model, neg_cond)
-            v = (1 + w) * v_cond - w * v_uncond
+        if guided and batch_guidance:
+            v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t_model, t_model]),
+                                     torch.cat([cond, neg_cond])).chunk(2)
+        else:
+            v_cond = model(x, t_model, cond)
+            v_uncond = model(x, t_model, neg_cond) if guided else None
+        v = v_cond if v_uncond is None else (1 + w) * v_cond - w * v_uncond
         x_next = x - (t - t_next) * v
         if record or callback is not None:
             rec = StepRecord(i, t, t_next, t_model, x, v_cond, v_uncond, v, x_next,

@@ -109,7 +109,7 @@ class SparseResBlock3d(nn.Module):
                 raise ValueError("upsampling block without a matching downsample cache")
             x = upsample2(x, state.caches.pop())
         nbr = state.neighbours(x.coords)
-        rows = x.batch_index
+        rows = x.batch_index if scale.shape[0] > 1 else slice(None)  # one sample: broadcast, no gather
         h = x.replace(F.silu(self.norm1(x.feats)))
         h = self.conv1(h, nbr)
         h = h.replace(F.silu(self.norm2(h.feats) * (1 + scale[rows]) + shift[rows]))
@@ -120,9 +120,12 @@ class SparseResBlock3d(nn.Module):
 class SparseModulatedCrossBlock(ModulatedCrossBlock):
     """`ModulatedCrossBlock` on the tokens of each sample (original ``ModulatedSparseTransformerCrossBlock``):
     sample b's voxels attend to each other and to ``cond[b]``, modulated by ``t_emb[b]``. Batch 1 is one plain
-    call on [N, C]. Same keys as the dense block."""
+    call on [N, C], decided from ``mod``'s batch so that no block waits on the device. Same keys as the dense
+    block."""
 
     def forward(self, x: SparseTensor, mod: Tensor, context: Tensor) -> SparseTensor:  # type: ignore[override]
+        if mod.shape[0] == 1:                  # one sample: every voxel is row 0's (coords[:, 0] indexes t and cond)
+            return x.replace(super().forward(x.feats, mod[0], context[0]))
         batch = x.batch_index
         if x.num_voxels and bool((batch == batch[0]).all()):
             b = int(batch[0])

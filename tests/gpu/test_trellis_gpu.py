@@ -17,8 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ai_modules.geometry import yaw_matrix
 from ai_modules.multiview.stage import MultiviewInputs, MultiviewStage
 from ai_modules.settings import parse_settings
+from ai_modules.splatting import render_views
 from ai_modules.sync_dreamer.speed import ieee_fp32
 from ai_modules.trellis.pipeline import run
 from tests.tiny_models import write_tiny_trellis
@@ -77,11 +79,21 @@ def test_the_stage_on_cuda_agrees_with_the_cpu_resident_and_low_memory(tmp_path)
     stage.load("cuda", low_memory=True)
     with ieee_fp32():
         low = stage.run(inputs)
+    size = on_cpu.ring.images.shape[1]
     for out in (resident, low):
         assert out.metrics["voxels"] == on_cpu.metrics["voxels"]
-        assert out.metrics["photo_azimuth"] == on_cpu.metrics["photo_azimuth"]
-        assert float((out.gaussians.means.cpu() - on_cpu.gaussians.means.cpu()).abs().max()) < 1e-3
-        np.testing.assert_allclose(out.input.Ks, on_cpu.input.Ks, rtol=1e-4)   # the same photo camera found
-        worst = float(np.abs(out.ring.images - on_cpu.ring.images).mean(axis=(1, 2, 3)).max())
-        assert worst < 0.01, worst                       # gsplat's ring views against the CPU renderer's (0..1)
+        # TRELLIS's own Gaussians (before the turn to the photo's azimuth) on CUDA against the CPU
+        canonical = [o.gaussians.rotated(yaw_matrix(o.metrics["photo_azimuth"])).means.cpu() for o in (out, on_cpu)]
+        assert float((canonical[0] - canonical[1]).abs().max()) < 1e-3
+        # The pose search thresholds 64-px silhouettes at alpha 0.5; gsplat's alphas differ from the CPU renderer's
+        # in the last bits, which may tip a near-tie between neighbouring candidates (seen: 70 against 60 degrees).
+        # So the pose must be as good, not the same: a neighbour within one coarse step, the same silhouette IoU.
+        turn = abs(out.metrics["photo_azimuth"] - on_cpu.metrics["photo_azimuth"]) % 360
+        assert min(turn, 360 - turn) <= 30
+        assert abs(out.metrics["photo_silhouette_iou"] - on_cpu.metrics["photo_silhouette_iou"]) < 0.03
+        # gsplat's ring views against the CPU renderer's, of the same Gaussians at the same cameras (0..1)
+        rgb, alpha, _ = render_views(out.gaussians.to("cpu"), out.ring.viewmats, out.ring.Ks, size)
+        worst = float(np.abs(out.ring.images - rgb).mean(axis=(1, 2, 3)).max())
+        assert worst < 0.01, worst
+        assert float(np.abs(out.ring.alphas - alpha).mean()) < 0.01
     assert low.metrics["low_memory"] and stage.load_seconds() == 0.0

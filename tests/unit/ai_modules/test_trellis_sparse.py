@@ -86,6 +86,23 @@ def test_gather_conv_equals_dense_conv3d() -> None:
     assert_close(submanifold_conv3d(x, weight).feats, out.feats - bias, 1e-5, "no bias")
 
 
+def test_conv_in_row_chunks_follows_autocast_and_takes_no_voxels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathered block is cut into row chunks when large (same result), the product follows autocast like any
+    addmm (the published torsos' convs run in half precision), and an empty tensor stays empty."""
+    x = _random_sparse(n=200, size=10, batches=1, channels=6, seed=3)
+    g = torch.Generator().manual_seed(4)
+    weight, bias = torch.randn(5, 3, 3, 3, 6, generator=g), torch.randn(5, generator=g)
+    whole = submanifold_conv3d(x, weight, bias)
+    monkeypatch.setattr(sparse, "_GATHER_BUDGET", 27 * 6 * 7)          # 7 rows a chunk: 29 chunks
+    assert_close(submanifold_conv3d(x, weight, bias).feats, whole.feats, 1e-6, "row chunks")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = submanifold_conv3d(x, weight, bias).feats
+    assert low.dtype == torch.bfloat16
+    assert_close(low.float(), whole.feats, 0.1, "bf16 conv")
+    empty = submanifold_conv3d(SparseTensor(x.coords[:0], x.feats[:0]), weight, bias)
+    assert empty.feats.shape == (0, 5)
+
+
 def test_dense_conv_reference_is_conv3d_with_permuted_weight() -> None:
     """The dense reference itself: a fully occupied grid is an ordinary conv3d (padding 1)."""
     size = 5

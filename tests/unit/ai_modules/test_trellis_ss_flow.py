@@ -37,10 +37,13 @@ def conditioning() -> dict[str, torch.Tensor]:
     return golden("conditioning")
 
 
-@pytest.fixture(scope="module")
-def run(tiny_model, ss, conditioning):
+@pytest.fixture(scope="module", params=[False, True], ids=["two calls", "batched guidance"])
+def run(request, tiny_model, ss, conditioning):
+    """The golden SS sampling, with cond and neg_cond in two calls (the original's way) and in one doubled batch
+    (the pipeline's): both must reproduce every step."""
     settings = SamplerSettings.from_params(meta()["sampler_params"]["ss"], sigma_min=meta()["sigma_min"])
-    return sample(tiny_model, ss["ss_noise"], conditioning["cond"], conditioning["neg_cond"], settings, record=True)
+    return sample(tiny_model, ss["ss_noise"], conditioning["cond"], conditioning["neg_cond"], settings, record=True,
+                  batch_guidance=request.param)
 
 
 # --- published layout ---------------------------------------------------------------------------------------------
