@@ -4,13 +4,15 @@ recently used, the others moved to CPU memory (from where moving back is far che
 Each learned backend registers its loaded model with the bytes it takes on the device and two
 callables that move it in and out; before a stage runs, `acquire` makes room for its model by
 moving the least recently used others out, then moves it in. Models in a low-memory form manage
-their own placement (offload hooks) and register with 0 bytes. On the CPU nothing moves.
+their own placement (offload hooks, or `on_device` around each network's use) and register with
+0 bytes. On the CPU nothing moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,3 +125,43 @@ def module_bytes(*modules: Any) -> int:
         total += sum(t.numel() * t.element_size() for t in m.parameters())
         total += sum(t.numel() * t.element_size() for t in m.buffers())
     return total
+
+
+@contextlib.contextmanager
+def on_device(module: Any, device: Any, enabled: bool = True) -> Iterator[Any]:
+    """A torch module kept in CPU memory (a low-memory form) with its weights on `device` for the block only.
+
+    Inference only reads the weights, so nothing is copied back afterwards: the device copy is dropped and the
+    CPU copy, untouched, is put back. On CUDA the CPU copy is page-locked on first use, from where copies to the
+    card are faster and do not block the host (where page-locking fails, the moves go from pageable memory). With
+    `enabled` False, or a device that is not CUDA, nothing moves. Not for modules that write their buffers.
+    """
+    import torch
+
+    device = torch.device(device)
+    if not enabled or device.type != "cuda":
+        yield module
+        return
+    tensors = [*module.parameters(), *module.buffers()]
+    _pin(tensors)
+    home = [t.data for t in tensors]
+    for t in tensors:
+        t.data = t.data.to(device, non_blocking=True)
+    try:
+        yield module
+    finally:
+        for t, h in zip(tensors, home):
+            t.data = h
+        torch.cuda.empty_cache()
+
+
+def _pin(tensors: list[Any]) -> None:
+    """Page-lock the CPU tensors among `tensors` in place (their ``data``); where the host refuses, leave the rest."""
+    for t in tensors:
+        if t.device.type != "cpu" or t.is_pinned():
+            continue
+        try:
+            t.data = t.data.pin_memory()
+        except RuntimeError as err:  # the host would not lock more memory: the moves go from pageable memory
+            log.warning("could not page-lock the weights (%s); moving them from pageable memory", err)
+            return

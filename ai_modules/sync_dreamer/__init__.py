@@ -14,7 +14,7 @@
     model.py       `SyncDreamerModel` (state_dict == the checkpoint's) and one denoising step
     archive.py     code-free readers for torch zip / TorchScript archives
     weights.py     where the weights live and how they are loaded
-    speed.py       autocast, free-VRAM view batching, CPU offload
+    speed.py       autocast, free-VRAM view batching
     generate.py    the sampling loop and the `SyncDreamer` generator
     library.py     `generate_multiview(image, out_dir, elevation)`: the library call (files + cameras.json)
 

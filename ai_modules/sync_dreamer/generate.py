@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..residency import on_device
 from .cameras import world_to_camera_4x4
 from .config import VIEW_NUM, RunOptions, SyncDreamerConfig
 from .model import SyncDreamerModel
 from .preprocess import clip_pixels, elevation_radians, prepare_image
 from .sampler import ddim_step, ddim_timesteps, make_ddim_schedule
-from .speed import choose_batch_view_num, on_device, precision_context, resolve_dtype
+from .speed import choose_batch_view_num, precision_context, resolve_dtype
 from .weights import LoadReport, config_beside, load_weights, locate_weights
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]

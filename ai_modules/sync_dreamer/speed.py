@@ -1,4 +1,5 @@
-"""Speed/memory choices that never change what is computed: autocast, view batching, offload.
+"""Speed/memory choices that never change what is computed: autocast and view batching (the low-memory
+form's moves are `ai_modules.residency.on_device`).
 
 `auto_batch_view_num` sizes the view chunk from free VRAM with a per-view cost estimate. One
 target view in a chunk costs its frustum volume (64 x 48 x 32 x 32 resampled and refined by
@@ -15,7 +16,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from .config import VIEW_NUM, RunOptions
 
@@ -92,18 +92,3 @@ def choose_batch_view_num(options: RunOptions, device: torch.device, dtype: torc
         return VIEW_NUM
     free, _total = torch.cuda.mem_get_info(device)
     return auto_batch_view_num(free, dtype)
-
-
-@contextlib.contextmanager
-def on_device(module: nn.Module, device: torch.device, enabled: bool) -> Iterator[nn.Module]:
-    """Move `module` to `device` for the block and back to the CPU afterwards (low-memory offload)."""
-    if not enabled:
-        yield module
-        return
-    module.to(device)
-    try:
-        yield module
-    finally:
-        module.to("cpu")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()

@@ -6,14 +6,14 @@ is reproduced from the input PNG to the last Gaussian.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
 from ..errors import NoObjectFound
+from ..residency import on_device
 from .conditioner import DinoV2Reg, neg_cond
 from .gs_decoder import SLatGaussianDecoder, TrellisGaussians
 from .preprocess import preprocess_rgba, to_model_input
@@ -83,15 +83,15 @@ def run(models: TrellisModels, image: Image.Image, settings: TrellisSettings = T
     """
     device = torch.device(device)
     pixels = to_model_input(preprocess_rgba(image)).to(device)
-    with _on(models.conditioner, device, offload):
+    with on_device(models.conditioner, device, offload):
         cond = models.conditioner.features(pixels)
     noise = NoiseStream(settings.seed)                                # quirk 8: SS noise first, then SLat, CPU RNG
     res = models.ss_flow.resolution
     ss_noise = noise.randn(1, models.ss_flow.in_channels, res, res, res, device=device)
-    with _on(models.ss_flow, device, offload):
+    with on_device(models.ss_flow, device, offload):
         ss_latent = sample(models.ss_flow, ss_noise, cond, neg_cond(cond), settings.ss_sampler, batch_guidance=True,
                            callback=_progress(on_step, "sparse structure", settings.ss_sampler.steps)).samples
-    with _on(models.ss_decoder, device, offload):
+    with on_device(models.ss_decoder, device, offload):
         coords = occupancy_coords(models.ss_decoder(ss_latent))
     if coords.shape[0] == 0:
         raise NoObjectFound("TRELLIS's sparse structure occupies no voxel",
@@ -108,30 +108,15 @@ def gaussians_at(models: TrellisModels, cond: torch.Tensor, coords: torch.Tensor
     on the 64^3 grid), de-normalised and decoded to 32 Gaussians per voxel (also usable with hand-placed voxels)."""
     device = cond.device
     slat_noise = noise.randn(coords.shape[0], models.slat_flow.in_channels, device=device)
-    with _on(models.slat_flow, device, offload):
+    with on_device(models.slat_flow, device, offload):
         feats = sample(feature_model(models.slat_flow, coords), slat_noise, cond, neg_cond(cond),
                        settings.slat_sampler, batch_size=1,
                        callback=_progress(on_step, "structured latent", settings.slat_sampler.steps)).samples
     slat = SparseTensor(coords, denormalize(feats, torch.tensor(settings.slat_mean, device=device),
                                             torch.tensor(settings.slat_std, device=device)))
-    with _on(models.gs_decoder, device, offload):
+    with on_device(models.gs_decoder, device, offload):
         (gaussians,) = models.gs_decoder.decode(slat)
     return gaussians, slat
-
-
-@contextlib.contextmanager
-def _on(module: torch.nn.Module, device: torch.device, offload: bool) -> Iterator[None]:
-    """Offloading: `module` on `device` for the block, then back in CPU memory (its cached blocks freed)."""
-    if not offload:
-        yield
-        return
-    module.to(device)
-    try:
-        yield
-    finally:
-        module.to("cpu")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 def _progress(on_step: OnStep | None, phase: str, steps: int) -> Callable[[StepRecord], None] | None:

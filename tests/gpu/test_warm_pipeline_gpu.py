@@ -89,3 +89,24 @@ def test_a_real_cuda_out_of_memory_is_retried_in_the_low_memory_form(photo, tmp_
     assert record.low_memory and "OutOfMemoryError" in record.low_memory_retry
     assert backend.model.low_memory                                      # SDXL in its offload form
     pipeline.close()
+
+
+def test_on_device_lends_the_weights_and_keeps_one_page_locked_cpu_copy():
+    """The low-memory forms' moves (`residency.on_device`): the weights are on the card inside the block, back on
+    the CPU after it without a copy back, page-locked once and then reused, and unchanged."""
+    from ai_modules.residency import on_device
+
+    module = torch.nn.Linear(256, 256)
+    weight, bias = module.weight.detach().clone(), module.bias.detach().clone()
+    x = torch.randn(3, 256)
+    with on_device(module, "cuda") as m:
+        assert m.weight.device.type == "cuda" and m.bias.device.type == "cuda"
+        out = m(x.cuda()).cpu()
+    assert module.weight.device.type == "cpu" and module.weight.is_pinned() and module.bias.is_pinned()
+    assert torch.equal(module.weight, weight) and torch.equal(module.bias, bias)
+    ptr = module.weight.data_ptr()
+    with on_device(module, "cuda"):
+        pass
+    assert module.weight.data_ptr() == ptr                                  # locked once, not copied again
+    torch.testing.assert_close(out, x @ weight.T + bias, rtol=1e-3, atol=1e-3)   # TF32 may be on
+

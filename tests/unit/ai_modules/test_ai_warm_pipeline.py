@@ -14,7 +14,7 @@ import torch
 
 from ai_modules.identity import config_hash, result_identity
 from ai_modules.pipeline import PIPELINE_VERSION, open_pipeline
-from ai_modules.residency import Residency
+from ai_modules.residency import Residency, on_device
 from tests.tiny_models import write_tiny_learned_models, write_tiny_syncdreamer
 
 LEARNED = ("multiview", "depth", "enhance")
@@ -145,6 +145,16 @@ def test_residency_moves_the_least_recently_used_model_off_the_gpu():
     on_cpu.register("x", 10, lambda: moved.append("never"), lambda: moved.append("never"))
     on_cpu.acquire("x")
     assert "never" not in moved
+
+
+def test_on_device_moves_nothing_on_the_cpu_or_when_disabled():
+    """A low-memory form's moves: on the CPU (or with `enabled` False) the weights stay the very same tensors."""
+    module = torch.nn.Linear(2, 2)
+    ptr = module.weight.data_ptr()
+    for device, enabled in (("cpu", True), ("cuda", False)):
+        with on_device(module, device, enabled) as m:
+            assert m is module and module.weight.data_ptr() == ptr
+    assert module.weight.device.type == "cpu" and module.weight.data_ptr() == ptr
 
 
 def test_enhance_renders_on_the_cameras_the_multiview_stage_returned(disc_png, tmp_path, small_settings):

@@ -17,7 +17,7 @@ from ai_modules.errors import InputError
 from ai_modules.sync_dreamer import RunOptions, SyncDreamer, SyncDreamerConfig, SyncDreamerModel
 from ai_modules.sync_dreamer.config import VAEConfig
 from ai_modules.sync_dreamer.speed import (GIB, PER_VIEW_BYTES, RESERVE_BYTES, auto_batch_view_num,
-                                           choose_batch_view_num, on_device, precision_context, resolve_dtype)
+                                           choose_batch_view_num, precision_context, resolve_dtype)
 
 TINY = SyncDreamerConfig.tiny()
 MICRO = replace(TINY, unet=replace(TINY.unet, attention_resolutions=(4,)),
@@ -140,15 +140,6 @@ def test_precision_resolution_and_contexts():
     with precision_context(CPU, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
-
-
-def test_on_device_moves_and_returns():
-    module = torch.nn.Linear(2, 2)
-    with on_device(module, CPU, enabled=True) as m:
-        assert m is module
-    with on_device(module, CPU, enabled=False):
-        pass
-    assert module.weight.device.type == "cpu"
 
 
 def test_benchmark_core_runs_on_cpu(micro_state):
