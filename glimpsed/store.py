@@ -1,4 +1,4 @@
-"""JobStore: the SQLite job store, the only module with SQL.
+"""JobStore: the SQLite job store, the only module with SQL besides its schema (`schema.py`).
 
 SQLite lives on local disk (never on the NAS), in WAL mode with a busy timeout so the
 daemon, its worker processes and the CLI can share it. A job is claimed in one
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import sqlite_utils
-from sqlite_utils import Migrations
 
 from glimpsed.errors import InvalidTransition, JobNotFound, StoreError
 from glimpsed.names import display, from_raw, raw
+from glimpsed.schema import migrations
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("queued", "running")
@@ -31,120 +31,6 @@ ACTIVE_STATES = ("queued", "running")
 # below the unit's WatchdogSec (120 s), so a store held for longer still restarts a stuck daemon.
 BUSY_TIMEOUT_MS = 90_000
 HEARTBEAT_FRESH_SECONDS = 30.0  # a daemon whose heartbeat is older than this is not running
-
-migrations = Migrations("glimpsed")
-
-
-@migrations()
-def m001_jobs_and_events(db: sqlite_utils.Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE jobs (
-            id TEXT PRIMARY KEY,
-            source_path TEXT NOT NULL,
-            source_name TEXT NOT NULL,
-            rel_dir TEXT NOT NULL DEFAULT '',
-            tags TEXT NOT NULL DEFAULT '[]',
-            sha256 TEXT,
-            bytes INTEGER,
-            src_size INTEGER,
-            src_mtime_ns INTEGER,
-            pipeline_version TEXT NOT NULL,
-            config_hash TEXT NOT NULL,
-            dedupe_key TEXT UNIQUE,
-            duplicate_of TEXT,
-            state TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','cancelled','skipped')),
-            stage TEXT,
-            progress REAL,
-            progress_message TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            max_attempts INTEGER NOT NULL,
-            next_attempt_at REAL NOT NULL DEFAULT 0,
-            lease_owner TEXT,
-            lease_expires_at REAL,
-            cancel_requested INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            started_at REAL,
-            finished_at REAL,
-            updated_at REAL NOT NULL,
-            error_type TEXT,
-            error_message TEXT,
-            workdir TEXT,
-            output_dir TEXT,
-            result TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX jobs_state ON jobs (state, next_attempt_at, created_at)")
-    db.execute("CREATE INDEX jobs_source ON jobs (source_path, state)")
-    db.execute(
-        """
-        CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            job_id TEXT,
-            at REAL NOT NULL,
-            event TEXT NOT NULL,
-            stage TEXT,
-            message TEXT,
-            data TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX events_job ON events (job_id, id)")
-    db.execute(
-        """
-        CREATE TABLE daemon (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            pid INTEGER,
-            host TEXT,
-            state TEXT,
-            message TEXT,
-            watch_mode TEXT,
-            started_at REAL,
-            heartbeat_at REAL
-        )
-        """
-    )
-
-
-@migrations()
-def m002_raw_names_instances_inbox(db: sqlite_utils.Database) -> None:
-    """Names as bytes (non-UTF-8 names on SMB shares), one heartbeat row per daemon instance, and what
-    intake is waiting for or ignoring in the inbox (so `status` can say it)."""
-    db.execute("ALTER TABLE jobs ADD COLUMN source_raw BLOB")
-    db.execute("UPDATE jobs SET source_raw = CAST(source_path AS BLOB)")  # older rows: their UTF-8 bytes
-    db.execute("ALTER TABLE jobs ADD COLUMN aside_raw BLOB")
-    db.execute("CREATE INDEX jobs_source_raw ON jobs (source_raw, state)")
-    db.execute(
-        """
-        CREATE TABLE daemons (
-            owner TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            message TEXT,
-            watch_mode TEXT,
-            workers TEXT,
-            inbox TEXT,
-            started_at REAL NOT NULL,
-            heartbeat_at REAL NOT NULL
-        )
-        """
-    )
-    db.execute("DROP TABLE daemon")
-
-
-@migrations()
-def m003_daemon_cluster(db: sqlite_utils.Database) -> None:
-    """What a daemon's remote workers run on (`worker.backend: ray`: nodes, GPUs, actors), for `status`."""
-    db.execute("ALTER TABLE daemons ADD COLUMN cluster TEXT")
-
-
-@migrations()
-def m004_daemon_web_url(db: sqlite_utils.Database) -> None:
-    """Where a daemon serves its web page (`status` says it; `web.port: 0` picks any free port)."""
-    db.execute("ALTER TABLE daemons ADD COLUMN web_url TEXT")
-
 
 @dataclass(frozen=True)
 class Job:

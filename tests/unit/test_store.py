@@ -208,7 +208,7 @@ def test_migration_keeps_older_jobs_findable(tmp_path):
     """A store from before names were kept as bytes: its jobs gain their path's bytes and stay known."""
     import sqlite_utils
 
-    from glimpsed.store import migrations
+    from glimpsed.schema import migrations
 
     db = sqlite_utils.Database(tmp_path / "old.db")
     migrations.apply(db, stop_before="m002_raw_names_instances_inbox")
