@@ -160,8 +160,8 @@ def full_size(args: argparse.Namespace) -> None:
             r = timed(models, image, settings, device, dtype, args.low_memory)
         averages = prof.key_averages()
         cuda = device.startswith("cuda")
-        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        busy = sum(getattr(e, "self_device_time_total" if cuda else key) for e in averages) / 1e6
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"     # the table's sort key
+        busy = sum(e.self_device_time_total if cuda else e.self_cpu_time_total for e in averages) / 1e6
         print(f"profiled run: {r['seconds']:.2f} s wall, {busy:.2f} s of kernels ({key})", flush=True)
         print(averages.table(sort_by=key, row_limit=30), flush=True)
         print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=25), flush=True)

@@ -117,7 +117,6 @@ def sample(model: FlowModel, noise: Tensor, cond: Any, neg_cond: Any, settings: 
         t, t_next = ts[i], ts[i + 1]
         t_model = torch.tensor([1000 * t] * batch, device=x.device, dtype=torch.float32)
         guided = cfg_applies(t, settings.cfg_interval)
-        v_uncond = None
         if guided and batch_guidance:
             v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t_model, t_model]),
                                      torch.cat([cond, neg_cond])).chunk(2)

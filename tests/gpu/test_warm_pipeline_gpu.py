@@ -109,4 +109,3 @@ def test_on_device_lends_the_weights_and_keeps_one_page_locked_cpu_copy():
         pass
     assert module.weight.data_ptr() == ptr                                  # locked once, not copied again
     torch.testing.assert_close(out, x @ weight.T + bias, rtol=1e-3, atol=1e-3)   # TF32 may be on
-
